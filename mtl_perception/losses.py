@@ -1,0 +1,186 @@
+"""Training losses: SSD multibox, segmentation cross-entropy, and their multitask sum.
+
+Every loss takes the per-sample target dicts of :func:`mtl_perception.data.collate_batch`:
+a sample is labelled for detection iff its dict has ``boxes`` (boxes in input pixels,
+``labels`` 0-based without background), and for segmentation iff it has ``mask``
+(255 = ignore). Each task's loss uses only the samples labelled for it, and a task
+with no labelled sample in the batch contributes an exact zero (never NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import _utils as det_utils
+from torchvision.ops import box_iou, generalized_box_iou_loss
+
+from .models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS
+
+IGNORE_INDEX = 255
+# SSD's box-coder weights (variance 0.1 for centres, 0.2 for sizes).
+BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+def box_coder() -> det_utils.BoxCoder:
+    """The one box coder shared by the loss and the postprocess."""
+    return det_utils.BoxCoder(weights=BOX_CODER_WEIGHTS)
+
+
+def segmentation_loss(seg_logits: torch.Tensor, targets: list[dict], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Pixel cross-entropy over the samples that carry a ``mask``.
+
+    Args:
+        seg_logits: [B, K, H, W] logits at input resolution.
+        targets: B dicts; ``mask`` is [H, W] int with ``ignore_index`` for unlabelled pixels.
+    Returns:
+        Mean over labelled pixels; 0 when there are none.
+    """
+    index = [i for i, t in enumerate(targets) if "mask" in t]
+    if not index:
+        return seg_logits.sum() * 0.0
+    logits = seg_logits[index]
+    masks = torch.stack([targets[i]["mask"].to(device=logits.device, dtype=torch.long) for i in index])
+    if masks.shape[-2:] != logits.shape[-2:]:
+        raise ValueError(f"mask size {tuple(masks.shape[-2:])} does not match logits {tuple(logits.shape[-2:])}")
+    total = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index, reduction="sum")
+    count = (masks != ignore_index).sum()
+    return total / count.clamp(min=1)
+
+
+def multibox_loss(
+    cls_logits: torch.Tensor,
+    bbox_regression: torch.Tensor,
+    anchors: torch.Tensor,
+    targets: list[dict],
+    iou_threshold: float = 0.5,
+    neg_pos_ratio: int = 3,
+    box_loss: str = "smooth_l1",
+) -> dict[str, torch.Tensor]:
+    """SSD multibox loss (Liu et al. 2016) over the samples that carry ``boxes``.
+
+    Anchors are matched to ground truth with torchvision's ``SSDMatcher`` (IoU >= 0.5,
+    plus each box's best anchor). Localisation: smooth-L1 on box-coder offsets, or GIoU
+    on decoded boxes, for matched anchors. Classification: cross-entropy on positives
+    plus the hardest negatives, ``neg_pos_ratio`` negatives per positive.
+
+    Args:
+        cls_logits: [B, A, C + 1]; bbox_regression: [B, A, 4]; anchors: [A, 4] XYXY.
+    Returns:
+        ``loss_box`` and ``loss_cls``, each summed and divided by the number of positives
+        (at least 1), and ``num_positives``.
+    """
+    if box_loss not in ("smooth_l1", "giou"):
+        raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
+    index = [i for i, t in enumerate(targets) if "boxes" in t]
+    zero = cls_logits.sum() * 0.0 + bbox_regression.sum() * 0.0
+    if not index:
+        return {"loss_box": zero, "loss_cls": zero, "num_positives": torch.zeros((), device=cls_logits.device)}
+    matcher = det_utils.SSDMatcher(iou_threshold)
+    coder = box_coder()
+    anchors = anchors.to(cls_logits.device)
+    cls_logits = cls_logits[index].float()
+    bbox_regression = bbox_regression[index].float()
+    num_anchors = anchors.shape[0]
+
+    class_targets, box_losses, positives = [], [], []
+    for row, i in enumerate(index):
+        boxes = targets[i]["boxes"].to(device=anchors.device, dtype=torch.float32).reshape(-1, 4)
+        labels = targets[i]["labels"].to(device=anchors.device, dtype=torch.long).reshape(-1)
+        if boxes.shape[0] != labels.shape[0]:
+            raise ValueError(f"sample {i}: {boxes.shape[0]} boxes but {labels.shape[0]} labels")
+        if boxes.numel() == 0:
+            class_targets.append(torch.zeros(num_anchors, dtype=torch.long, device=anchors.device))
+            positives.append(torch.zeros(num_anchors, dtype=torch.bool, device=anchors.device))
+            continue
+        matches = matcher(box_iou(boxes, anchors))
+        fg = matches >= 0
+        matched = matches.clamp(min=0)
+        cls_target = torch.where(fg, labels[matched] + 1, torch.zeros_like(matched))
+        class_targets.append(cls_target)
+        positives.append(fg)
+        if fg.any():
+            if box_loss == "smooth_l1":
+                target_offsets = coder.encode_single(boxes[matched[fg]], anchors[fg])
+                box_losses.append(F.smooth_l1_loss(bbox_regression[row][fg], target_offsets, reduction="sum"))
+            else:
+                decoded = coder.decode_single(bbox_regression[row][fg], anchors[fg])
+                box_losses.append(generalized_box_iou_loss(decoded, boxes[matched[fg]], reduction="sum"))
+
+    class_targets_t = torch.stack(class_targets)
+    positives_t = torch.stack(positives)
+    num_pos_per_image = positives_t.sum(dim=1, keepdim=True)
+    per_anchor = F.cross_entropy(cls_logits.reshape(-1, cls_logits.shape[-1]), class_targets_t.reshape(-1),
+                                 reduction="none").view_as(class_targets_t)
+    # Hard negative mining: rank the negatives of each image by loss, keep the top 3 per positive.
+    negative_loss = per_anchor.detach().clone()
+    negative_loss[positives_t] = -math.inf
+    _, order = negative_loss.sort(dim=1, descending=True)
+    _, rank = order.sort(dim=1)
+    hard_negatives = rank < neg_pos_ratio * num_pos_per_image
+    num_pos = positives_t.sum()
+    normaliser = num_pos.clamp(min=1).float()
+    loss_box = torch.stack(box_losses).sum() / normaliser if box_losses else zero
+    loss_cls = (per_anchor[positives_t].sum() + per_anchor[hard_negatives].sum()) / normaliser
+    return {"loss_box": loss_box, "loss_cls": loss_cls, "num_positives": num_pos.float()}
+
+
+class MultitaskLoss(nn.Module):
+    """Weighted sum of the task losses, fixed or learned.
+
+    With ``learned_weights`` the weights come from homoscedastic uncertainty (Kendall,
+    Gal and Cipolla 2018): ``sum_i exp(-s_i) * L_i + s_i`` with one learned ``s_i =
+    log(sigma_i^2)`` per task. A task absent from the batch adds nothing, not even its
+    ``s_i`` term, so interleaved batches don't drift the weights.
+
+    Args:
+        tasks: the model's tasks.
+        weights: fixed weight per task (``segmentation``, ``detection``), default 1.
+        learned_weights: learn the weights instead.
+        box_loss: ``smooth_l1`` or ``giou``.
+    """
+
+    def __init__(self, tasks: tuple[str, ...], weights: dict[str, float] | None = None,
+                 learned_weights: bool = False, box_loss: str = "smooth_l1", neg_pos_ratio: int = 3):
+        super().__init__()
+        self.tasks = tuple(tasks)
+        self.weights = {t: float((weights or {}).get(t, 1.0)) for t in self.tasks}
+        self.box_loss = box_loss
+        self.neg_pos_ratio = neg_pos_ratio
+        self.log_vars = nn.ParameterDict({t: nn.Parameter(torch.zeros(())) for t in self.tasks}) if learned_weights else None
+
+    def forward(self, outputs: dict[str, torch.Tensor], targets: list[dict], anchors: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Returns ``loss`` (to backpropagate) and the parts: ``loss_seg``, ``loss_box``, ``loss_cls``."""
+        parts: dict[str, torch.Tensor] = {}
+        task_losses: dict[str, torch.Tensor] = {}
+        present: dict[str, bool] = {}
+        if "segmentation" in self.tasks:
+            parts["loss_seg"] = segmentation_loss(outputs[SEG_LOGITS], targets)
+            task_losses["segmentation"] = parts["loss_seg"]
+            present["segmentation"] = any("mask" in t for t in targets)
+        if "detection" in self.tasks:
+            if anchors is None:
+                raise ValueError("anchors are required for the detection loss")
+            det = multibox_loss(outputs[CLS_LOGITS], outputs[BBOX_REGRESSION], anchors, targets,
+                                neg_pos_ratio=self.neg_pos_ratio, box_loss=self.box_loss)
+            parts.update(det)
+            task_losses["detection"] = det["loss_box"] + det["loss_cls"]
+            present["detection"] = any("boxes" in t for t in targets)
+        total = None
+        for task, value in task_losses.items():
+            if self.log_vars is not None:
+                s = self.log_vars[task]
+                term = torch.exp(-s) * value + s if present[task] else value * 0.0 + s * 0.0
+            else:
+                term = self.weights[task] * value
+            total = term if total is None else total + term
+        parts["loss"] = total
+        return parts
+
+    def task_weights(self) -> dict[str, float]:
+        """Current effective weight of each task (for logging)."""
+        if self.log_vars is None:
+            return dict(self.weights)
+        return {t: float(torch.exp(-v.detach())) for t, v in self.log_vars.items()}

@@ -1,0 +1,119 @@
+"""Architecture config: everything needed to rebuild a network, stored in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = ("segmentation", "detection")
+TRUNKS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a multitask or single-task network.
+
+    ``tasks`` decides the model: both tasks is :class:`MultitaskNet`, one task is
+    :class:`SegmentationNet` or :class:`DetectionNet`. Everything else is shared, so a
+    single-task twin differs from the multitask model only by the branch it lacks.
+    """
+
+    tasks: tuple[str, ...] = TASKS  # branches present: "segmentation", "detection"
+    trunk: str = "resnet50"  # resnet18 | resnet34 | resnet50 | mobilenet_v2
+    trunk_norm: str = "batch"  # batch | frozen (FrozenBatchNorm2d, for small batches on a pretrained trunk)
+    num_seg_classes: int = 21  # segmentation classes, background included (mask value = index)
+    num_det_classes: int = 20  # detection classes, background excluded
+    input_size: tuple[int, int] = (512, 512)  # (H, W) the image is resized to
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalization, RGB in [0, 1]
+    std: tuple[float, float, float] = IMAGENET_STD
+    seg_head_channels: int = 256  # width of the 3x3 conv before the deep score layer
+    seg_skip: bool = True  # FCN skip connection from the stride-16 stage (FCN-16s)
+    det_stages: tuple[str, ...] = ("c3", "c4", "c5")  # trunk stages that feed SSD, shallow to deep
+    det_extra_channels: tuple[int, ...] = (512, 256, 256)  # extra stride-2 layers after c5
+    anchor_aspect_ratios: tuple[tuple[int, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+    anchor_min_ratio: float = 0.1  # smallest default-box scale, fraction of the input side
+    anchor_max_ratio: float = 0.9  # largest default-box scale
+
+    def __post_init__(self) -> None:
+        self.tasks = tuple(self.tasks)
+        self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
+        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
+        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
+        self.det_stages = tuple(self.det_stages)
+        self.det_extra_channels = tuple(int(v) for v in self.det_extra_channels)
+        self.anchor_aspect_ratios = tuple(tuple(int(a) for a in r) for r in self.anchor_aspect_ratios)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent field."""
+        if not self.tasks or any(t not in TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"unknown trunk {self.trunk!r}; choose one of {TRUNKS}")
+        if self.trunk_norm not in ("batch", "frozen"):
+            raise ValueError(f"trunk_norm must be 'batch' or 'frozen', got {self.trunk_norm!r}")
+        if len(self.input_size) != 2 or min(self.input_size) < 32:
+            raise ValueError(f"input_size must be (H, W) with both >= 32, got {self.input_size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std must have 3 entries and std must be positive")
+        if "segmentation" in self.tasks and self.num_seg_classes < 2:
+            raise ValueError("num_seg_classes must be >= 2 (background plus at least one class)")
+        if "detection" in self.tasks:
+            if self.num_det_classes < 1:
+                raise ValueError("num_det_classes must be >= 1")
+            if not self.det_stages or any(s not in ("c3", "c4", "c5") for s in self.det_stages):
+                raise ValueError(f"det_stages must be drawn from c3, c4, c5, got {self.det_stages}")
+            levels = len(self.det_stages) + len(self.det_extra_channels)
+            if len(self.anchor_aspect_ratios) != levels:
+                raise ValueError(
+                    f"anchor_aspect_ratios has {len(self.anchor_aspect_ratios)} entries but the detector "
+                    f"has {levels} feature levels ({len(self.det_stages)} trunk stages + "
+                    f"{len(self.det_extra_channels)} extra layers)"
+                )
+            if not 0 < self.anchor_min_ratio < self.anchor_max_ratio <= 1.5:
+                raise ValueError("need 0 < anchor_min_ratio < anchor_max_ratio <= 1.5")
+
+    @property
+    def has_segmentation(self) -> bool:
+        return "segmentation" in self.tasks
+
+    @property
+    def has_detection(self) -> bool:
+        return "detection" in self.tasks
+
+    @property
+    def kind(self) -> str:
+        """``multitask``, ``segmentation`` or ``detection``."""
+        return "multitask" if len(self.tasks) == 2 else self.tasks[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and scalars only, so it survives ``torch.load(weights_only=True)`` and JSON."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = [list(v) if isinstance(v, tuple) else v for v in value]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def single_task_config(config: ModelConfig, task: str) -> ModelConfig:
+    """The single-task twin of ``config``: same trunk, sizes and head settings, one branch."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return config.replace(tasks=(task,))
+
+
+__all__ = ["ModelConfig", "TASKS", "TRUNKS", "single_task_config"]

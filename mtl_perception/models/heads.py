@@ -1,0 +1,117 @@
+"""Task branches: FCN with a skip connection (segmentation) and SSD (detection)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection.ssd import SSDHead
+
+
+class FCNSkipHead(nn.Module):
+    """FCN segmentation branch with one skip connection (FCN-16s, Long et al. 2015).
+
+    Class scores from the deepest features (``c5``, stride 32) are upsampled to the
+    stride-16 map, added to a score map computed from ``c4``, and the sum is upsampled
+    to the network's input size.
+
+    Args:
+        deep_channels: channels of ``c5``.
+        skip_channels: channels of ``c4``; ``None`` disables the skip (FCN-32s).
+        num_classes: segmentation classes, background included.
+        mid_channels: width of the 3x3 conv before the deep score layer.
+    """
+
+    def __init__(self, deep_channels: int, skip_channels: int | None, num_classes: int, mid_channels: int = 256):
+        super().__init__()
+        self.deep_score = nn.Sequential(
+            nn.Conv2d(deep_channels, mid_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.1),
+            nn.Conv2d(mid_channels, num_classes, 1),
+        )
+        self.skip_score = nn.Conv2d(skip_channels, num_classes, 1) if skip_channels else None
+        if self.skip_score is not None:
+            # FCN initialises the skip score layer to zero, so training starts from the 32s output.
+            nn.init.zeros_(self.skip_score.weight)
+            nn.init.zeros_(self.skip_score.bias)
+
+    def forward(self, features: dict[str, torch.Tensor], output_size: tuple[int, int]) -> torch.Tensor:
+        """Returns logits [B, num_classes, *output_size]."""
+        score = self.deep_score(features["c5"])
+        if self.skip_score is not None:
+            skip = features["c4"]
+            score = F.interpolate(score, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            score = score + self.skip_score(skip)
+        return F.interpolate(score, size=output_size, mode="bilinear", align_corners=False)
+
+
+class SSDExtraLayers(nn.Module):
+    """SSD's extra feature layers: 1x1 reduce then 3x3 stride-2 conv, repeated after ``c5``.
+
+    Each layer halves the resolution (rounding up), giving the coarse levels that hold
+    the default boxes for large objects.
+    """
+
+    def __init__(self, in_channels: int, out_channels: tuple[int, ...]):
+        super().__init__()
+        layers = []
+        for out in out_channels:
+            mid = max(out // 2, 32)
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(in_channels, mid, 1, bias=False),
+                    nn.BatchNorm2d(mid),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(mid, out, 3, stride=2, padding=1, bias=False),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                )
+            )
+            in_channels = out
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for layer in self.layers:
+            x = layer(x)
+            outputs.append(x)
+        return outputs
+
+
+class SSDBranch(nn.Module):
+    """SSD detection branch: trunk stages plus extra layers feed torchvision's ``SSDHead``.
+
+    Args:
+        stage_channels: channels of each trunk stage used (in ``stages`` order).
+        stages: trunk stage keys, shallow to deep, e.g. ``("c3", "c4", "c5")``.
+        c5_channels: channels of ``c5``, where the extra layers start.
+        extra_channels: output channels of each extra layer after ``c5``.
+        anchors_per_location: default boxes per cell for every level.
+        num_classes: detection classes, background excluded.
+    """
+
+    def __init__(
+        self,
+        stage_channels: list[int],
+        stages: tuple[str, ...],
+        c5_channels: int,
+        extra_channels: tuple[int, ...],
+        anchors_per_location: list[int],
+        num_classes: int,
+    ):
+        super().__init__()
+        self.stages = stages
+        self.extras = SSDExtraLayers(c5_channels, extra_channels)
+        # Batch-normalise the trunk maps: their scales differ by orders of magnitude
+        # between stages (the reason SSD adds L2Norm on conv4_3).
+        self.stage_norms = nn.ModuleList(nn.BatchNorm2d(c) for c in stage_channels)
+        # +1: SSD's softmax has a background class at index 0.
+        self.head = SSDHead(list(stage_channels) + list(extra_channels), anchors_per_location, num_classes + 1)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Returns ``bbox_regression`` [B, A, 4] and ``cls_logits`` [B, A, num_classes + 1]."""
+        maps = [norm(features[key]) for key, norm in zip(self.stages, self.stage_norms)]
+        maps += self.extras(features["c5"])
+        return self.head(maps)

@@ -1,0 +1,114 @@
+"""Postprocess raw head outputs into masks and boxes in original image pixels.
+
+The one postprocess path: the predictor, the evaluator, the benchmark and the exported
+models' consumers all call these functions on the network's raw outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+from .losses import box_coder
+
+
+@dataclass
+class DetectionParams:
+    """Runtime-tunable detection postprocess settings (the node's dynamic parameters)."""
+
+    score_threshold: float = 0.3  # minimum class probability kept
+    nms_iou: float = 0.45  # class-wise NMS IoU threshold
+    max_detections: int = 100  # top-k after NMS
+    pre_nms_top_k: int = 1000  # candidates entering NMS, highest scores first
+    class_allowlist: tuple[int, ...] | None = None  # detection class indices kept; None keeps all
+
+    def __post_init__(self) -> None:
+        if self.class_allowlist is not None:
+            self.class_allowlist = tuple(int(c) for c in self.class_allowlist)
+        self.validate()
+
+    def validate(self, num_classes: int | None = None) -> None:
+        """Raise ``ValueError`` with the reason for the first invalid value."""
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.max_detections < 1:
+            raise ValueError(f"max_detections must be >= 1, got {self.max_detections}")
+        if self.pre_nms_top_k < self.max_detections:
+            raise ValueError("pre_nms_top_k must be >= max_detections")
+        if self.class_allowlist is not None and num_classes is not None:
+            bad = [c for c in self.class_allowlist if not 0 <= c < num_classes]
+            if bad:
+                raise ValueError(f"class_allowlist has indices {bad} outside [0, {num_classes})")
+
+
+def decode_detections(
+    cls_logits: torch.Tensor,
+    bbox_regression: torch.Tensor,
+    anchors: torch.Tensor,
+    input_size: tuple[int, int],
+    original_sizes: list[tuple[int, int]],
+    params: DetectionParams,
+) -> list[dict[str, torch.Tensor]]:
+    """Decode SSD outputs: softmax, score threshold, class-wise NMS, top-k, rescale.
+
+    Args:
+        cls_logits: [B, A, C + 1] (index 0 = background).
+        bbox_regression: [B, A, 4] box-coder offsets.
+        anchors: [A, 4] XYXY in input pixels.
+        input_size: (H, W) the network saw.
+        original_sizes: (H, W) of each original image; boxes are mapped to these.
+    Returns:
+        One dict per image: ``boxes`` [N, 4] XYXY original pixels (clipped), ``scores``
+        [N], ``labels`` [N] 0-based detection class indices; sorted by score.
+    """
+    coder = box_coder()
+    in_h, in_w = input_size
+    results = []
+    probabilities = F.softmax(cls_logits.float(), dim=-1)[..., 1:]
+    num_classes = probabilities.shape[-1]
+    allow = None
+    if params.class_allowlist is not None:
+        allow = torch.zeros(num_classes, dtype=torch.bool, device=probabilities.device)
+        allow[list(params.class_allowlist)] = True
+    for image_index, (orig_h, orig_w) in enumerate(original_sizes):
+        scores = probabilities[image_index]
+        if allow is not None:
+            scores = scores * allow
+        flat = scores.flatten()
+        keep = torch.nonzero(flat > params.score_threshold).squeeze(1)
+        if keep.numel() > params.pre_nms_top_k:
+            keep = keep[flat[keep].topk(params.pre_nms_top_k).indices]
+        anchor_index = keep // num_classes
+        labels = keep % num_classes
+        candidate_scores = flat[keep]
+        boxes = coder.decode_single(bbox_regression[image_index, anchor_index].float(), anchors[anchor_index].float())
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, in_w) * (orig_w / in_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, in_h) * (orig_h / in_h)
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, candidate_scores, labels = boxes[nonempty], candidate_scores[nonempty], labels[nonempty]
+        kept = batched_nms(boxes, candidate_scores, labels, params.nms_iou)[: params.max_detections]
+        results.append({"boxes": boxes[kept], "scores": candidate_scores[kept], "labels": labels[kept]})
+    return results
+
+
+def segmentation_masks(seg_logits: torch.Tensor, original_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Argmax class masks at each original size: logits are resized first, then argmax.
+
+    Args:
+        seg_logits: [B, K, h, w].
+    Returns:
+        One [H, W] uint8 mask per image (int64 if K > 256).
+    """
+    dtype = torch.uint8 if seg_logits.shape[1] <= 256 else torch.int64
+    masks = []
+    for image_index, size in enumerate(original_sizes):
+        logits = seg_logits[image_index: image_index + 1]
+        if tuple(logits.shape[-2:]) != tuple(size):
+            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        masks.append(logits.argmax(dim=1)[0].to(dtype))
+    return masks
