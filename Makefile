@@ -1,0 +1,55 @@
+# mtl_perception developer entry points (pip-wheel ROS 2, no system ROS needed).
+#   make setup      create .venv and build the colcon workspace .ws/ (idempotent)
+#   make build      incremental colcon build (needed after adding files)
+#   make test       setup + build, then the whole pytest suite
+#   make test-fast  the same without tests marked slow
+# Real ROS 2 users: colcon build in their own workspace instead (README).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+REPO_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV ?= $(REPO_ROOT)/.venv
+PYTHON ?= python3.11
+WS := $(REPO_ROOT)/.ws
+# Extra pytest arguments, e.g. make test PYTEST_ARGS='-k codec -x'
+PYTEST_ARGS ?=
+
+VENV_STAMP := $(VENV)/.mtl_perception_setup_stamp
+WS_STAMP := $(WS)/.mtl_perception_build_stamp
+
+.PHONY: setup build test test-fast clean
+
+setup: $(VENV_STAMP) $(WS_STAMP)
+
+# Reinstalls whenever a requirements file or the setup scripts change.
+$(VENV_STAMP): $(wildcard requirements/*.txt) scripts/setup_venv.sh scripts/fix_ros_cmake_paths.sh
+	PYTHON=$(PYTHON) scripts/setup_venv.sh $(VENV)
+	touch $@
+
+$(WS_STAMP): $(VENV_STAMP)
+	VENV=$(VENV) scripts/build_ws.sh
+	touch $@
+
+build: $(VENV_STAMP)
+	VENV=$(VENV) scripts/build_ws.sh
+	touch $(WS_STAMP)
+
+# pytest exits 5 when it collected no tests: that is a failure here too.
+define run_pytest
+	source scripts/ros_env.sh && cd $(REPO_ROOT) && \
+	python -m pytest -p no:cacheprovider $(1) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest ran no tests" >&2; fi; exit $$rc
+endef
+
+test: setup build
+	$(call run_pytest,)
+
+test-fast: setup build
+	$(call run_pytest,-m "not slow")
+
+# bench: (coming with the benchmark work)
+# demo:  (coming with the evaluation work)
+
+clean:
+	rm -rf $(WS)
