@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,11 +122,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: checkpoint file is empty")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError) as exc:
+    except Exception as exc:  # torch raises many types for bad files; classify by what it says
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:
+            detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
+            raise CheckpointError(f"{path}: refused to load checkpoint: it holds pickled objects, not plain tensors "
+                                  f"and data ({detail})") from exc
         kind = "truncated or corrupt" if _looks_truncated(exc) else "corrupt or not a PyTorch file"
-        raise CheckpointError(f"{path}: cannot read checkpoint ({kind}): {exc}") from exc
-    except Exception as exc:  # weights_only refusal (pickled code) and any other unpickling failure
-        raise CheckpointError(f"{path}: refused to load checkpoint (not plain tensors and data): {exc}") from exc
+        raise CheckpointError(f"{path}: cannot read checkpoint ({kind}): {text.splitlines()[0] if text else exc!r}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mtl_perception checkpoint (no '{FORMAT}' format marker)")
     version = payload.get("format_version")

@@ -51,7 +51,8 @@ class SSDExtraLayers(nn.Module):
     """SSD's extra feature layers: 1x1 reduce then 3x3 stride-2 conv, repeated after ``c5``.
 
     Each layer halves the resolution (rounding up), giving the coarse levels that hold
-    the default boxes for large objects.
+    the default boxes for large objects. As in SSD they have no normalisation: the
+    coarsest maps are 1x1, where batch statistics of a small batch are meaningless.
     """
 
     def __init__(self, in_channels: int, out_channels: tuple[int, ...]):
@@ -61,11 +62,9 @@ class SSDExtraLayers(nn.Module):
             mid = max(out // 2, 32)
             layers.append(
                 nn.Sequential(
-                    nn.Conv2d(in_channels, mid, 1, bias=False),
-                    nn.BatchNorm2d(mid),
+                    nn.Conv2d(in_channels, mid, 1),
                     nn.ReLU(inplace=True),
-                    nn.Conv2d(mid, out, 3, stride=2, padding=1, bias=False),
-                    nn.BatchNorm2d(out),
+                    nn.Conv2d(mid, out, 3, stride=2, padding=1),
                     nn.ReLU(inplace=True),
                 )
             )

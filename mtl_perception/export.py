@@ -1,0 +1,207 @@
+"""Export a checkpoint's network to TorchScript, ONNX or a TensorRT engine.
+
+Exported models take the Predictor's preprocessed batch (float [1, 3, H, W] RGB in
+[0, 255] at the input size) and return the raw head outputs under the names in
+:data:`mtl_perception.models.OUTPUT_KEYS`; consumers postprocess them with
+:mod:`mtl_perception.postprocess`, the same path as the Predictor. ONNX files carry the
+checkpoint's config and class names as metadata, so they are self-describing.
+
+CLI: ``mtl-export CHECKPOINT --format onnx|torchscript|tensorrt --out PATH [--check]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .models.nets import OUTPUT_KEYS
+
+log = logging.getLogger(__name__)
+FORMATS = ("onnx", "torchscript", "tensorrt")
+
+
+class _TupleOutputs(nn.Module):
+    """Raw outputs as a tuple in :data:`OUTPUT_KEYS` order (exporters need fixed outputs)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.keys = [k for k in OUTPUT_KEYS if _has_output(model, k)]
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        outputs = self.model(images)
+        return tuple(outputs[k] for k in self.keys)
+
+
+def _has_output(model: nn.Module, key: str) -> bool:
+    return model.config.has_segmentation if key == "seg_logits" else model.config.has_detection
+
+
+def _example(checkpoint: Checkpoint, input_size: tuple[int, int] | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    size = tuple(input_size or checkpoint.config.input_size)
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(1, 3, *size, generator=generator) * 255.0, size
+
+
+def _atomic_output(out_path: Path):
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def export_onnx(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.PathLike,
+                input_size: tuple[int, int] | None = None, opset: int = 18) -> Path:
+    """Export to ONNX (input ``images``; outputs named as the head outputs)."""
+    import onnx
+
+    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    wrapper = _TupleOutputs(checkpoint.build_model()).eval()
+    example, size = _example(checkpoint, input_size)
+    out_path = Path(out_path)
+    tmp = _atomic_output(out_path)
+    try:
+        with torch.no_grad():
+            torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=wrapper.keys,
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
+        proto = onnx.load(str(tmp))
+        meta = {
+            "mtl_perception.model_config": json.dumps(checkpoint.config.to_dict()),
+            "mtl_perception.class_names": json.dumps(checkpoint.class_names),
+            "mtl_perception.input_size": json.dumps(list(size)),
+            "mtl_perception.model_name": checkpoint.model_name,
+        }
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def export_torchscript(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.PathLike,
+                       input_size: tuple[int, int] | None = None) -> Path:
+    """Export a traced TorchScript module returning the tuple of head outputs."""
+    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    wrapper = _TupleOutputs(checkpoint.build_model()).eval()
+    example, _ = _example(checkpoint, input_size)
+    out_path = Path(out_path)
+    tmp = _atomic_output(out_path)
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, (example,))
+        extra = {"output_keys.json": json.dumps(wrapper.keys), "class_names.json": json.dumps(checkpoint.class_names),
+                 "model_config.json": json.dumps(checkpoint.config.to_dict())}
+        torch.jit.save(traced, str(tmp), _extra_files=extra)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def export_tensorrt(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, precision: str = "fp16") -> Path:
+    """Build a TensorRT engine from an ONNX export (needs the ``tensorrt`` package and a GPU)."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise RuntimeError("TensorRT export needs the 'tensorrt' Python package (pip install tensorrt) and an NVIDIA GPU") from exc
+    if not torch.cuda.is_available():
+        raise RuntimeError("TensorRT export needs a CUDA GPU")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "bf16":
+        config.set_flag(trt.BuilderFlag.BF16)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
+    engine_path = Path(engine_path)
+    tmp = _atomic_output(engine_path)
+    try:
+        tmp.write_bytes(bytes(serialized))
+        os.replace(tmp, engine_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return engine_path
+
+
+def check_onnx_parity(checkpoint: Checkpoint | str | os.PathLike, onnx_path: str | os.PathLike,
+                      image: np.ndarray | None = None) -> dict[str, float]:
+    """Run one image through the Predictor with the torch and onnxruntime backends.
+
+    Returns the max absolute difference of each raw output and of the decoded boxes.
+    """
+    from .predictor import Predictor
+
+    checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    if image is None:
+        image = np.random.default_rng(0).integers(0, 256, (*checkpoint.config.input_size, 3), dtype=np.uint8)
+    reference = Predictor(checkpoint, device="cpu", warmup=0)
+    exported = Predictor(checkpoint, device="cpu", warmup=0, backend="onnxruntime", onnx_path=onnx_path)
+    batch = reference.preprocess(image)
+    with torch.inference_mode():
+        ref_out = reference.forward(batch)
+        onnx_out = exported.forward(batch)
+    diffs = {k: float((ref_out[k] - onnx_out[k]).abs().max()) for k in ref_out}
+    ref_pred, onnx_pred = reference.predict(image), exported.predict(image)
+    if ref_pred.boxes.shape == onnx_pred.boxes.shape:
+        diffs["boxes"] = float(np.abs(ref_pred.boxes - onnx_pred.boxes).max()) if len(ref_pred.boxes) else 0.0
+    else:
+        diffs["boxes"] = float("inf")
+    if ref_pred.mask is not None:
+        diffs["mask_disagreement"] = float((ref_pred.mask != onnx_pred.mask).mean())
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mtl-export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="model checkpoint (.pt)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx")
+    parser.add_argument("--out", required=True, help="output file")
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="default: the checkpoint's")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="TensorRT only")
+    parser.add_argument("--check", action="store_true", help="ONNX: compare against PyTorch through onnxruntime")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+        size = tuple(args.input_size) if args.input_size else None
+        if args.format == "torchscript":
+            path = export_torchscript(checkpoint, args.out, size)
+        elif args.format == "onnx":
+            path = export_onnx(checkpoint, args.out, size)
+            if args.check:
+                print(json.dumps(check_onnx_parity(checkpoint, path), indent=2))
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                onnx_file = export_onnx(checkpoint, Path(tmp) / "model.onnx", size)
+                path = export_tensorrt(onnx_file, args.out, args.precision)
+    except Exception as exc:  # CLI: one clear line, non-zero exit
+        print(f"mtl-export: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
