@@ -1,0 +1,230 @@
+"""Conversions between image messages and numpy arrays (a cv_bridge replacement).
+
+ROS-free and duck-typed: raw images are any object with ``height, width,
+encoding, is_bigendian, step, data`` (``sensor_msgs.msg.Image`` from rclpy and
+rosbags' message dataclasses alike); compressed images any object with
+``format, data`` or a ``(format, data)`` pair.
+"""
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image as PILImage
+
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
+
+@dataclass(frozen=True)
+class _EncodingLayout:
+    dtype: type  # numpy type of one channel value
+    channels: int
+
+
+_ENCODINGS = {
+    "rgb8": _EncodingLayout(np.uint8, 3),
+    "bgr8": _EncodingLayout(np.uint8, 3),
+    "rgba8": _EncodingLayout(np.uint8, 4),
+    "bgra8": _EncodingLayout(np.uint8, 4),
+    "mono8": _EncodingLayout(np.uint8, 1),
+    "mono16": _EncodingLayout(np.uint16, 1),
+    "8UC1": _EncodingLayout(np.uint8, 1),
+    "8UC3": _EncodingLayout(np.uint8, 3),
+    "8UC4": _EncodingLayout(np.uint8, 4),
+    "16UC1": _EncodingLayout(np.uint16, 1),
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+
+_COMPRESSED_FORMATS = {"jpeg": "JPEG", "jpg": "JPEG", "png": "PNG"}
+
+
+class ImageConversionError(ValueError):
+    """An image message or array that cannot be converted; the message says why."""
+
+
+def _layout(encoding):
+    try:
+        return _ENCODINGS[encoding]
+    except (KeyError, TypeError):
+        raise ImageConversionError(
+            f"unsupported image encoding {encoding!r}; supported: "
+            f"{', '.join(SUPPORTED_ENCODINGS)}") from None
+
+
+def _check_size(height, width, max_pixels):
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ImageConversionError(f"image {name} must be an integer, got {value!r}")
+    if height <= 0 or width <= 0:
+        raise ImageConversionError(f"empty image: {height}x{width} (height x width)")
+    if height * width > max_pixels:
+        raise ImageConversionError(
+            f"image {height}x{width} has {height * width} pixels, above the limit of "
+            f"{max_pixels}")
+
+
+def _as_byte_array(data):
+    try:
+        return np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
+    except TypeError:
+        return np.asarray(data, dtype=np.uint8).reshape(-1)
+
+
+def image_to_array(msg, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode a raw image message into a new numpy array.
+
+    Args:
+        msg: object with ``height, width, encoding, is_bigendian, step, data``.
+        max_pixels: reject images with more than this many pixels.
+
+    Returns:
+        ``uint8`` or ``uint16`` array (native byte order) of shape (H, W) for
+        one-channel encodings, else (H, W, C), channels in the message's order.
+
+    Raises:
+        ImageConversionError: unsupported encoding, empty or oversized image,
+            ``step`` shorter than a row, or ``data`` not ``step * height`` bytes.
+    """
+    layout = _layout(msg.encoding)
+    height, width, step = msg.height, msg.width, msg.step
+    _check_size(height, width, max_pixels)
+    itemsize = np.dtype(layout.dtype).itemsize
+    row_bytes = width * layout.channels * itemsize
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < row_bytes:
+        raise ImageConversionError(
+            f"step {step!r} is shorter than one row of {width} {msg.encoding} pixels "
+            f"({row_bytes} bytes)")
+    raw = _as_byte_array(msg.data)
+    if raw.size != step * height:
+        raise ImageConversionError(
+            f"image data has {raw.size} bytes, expected step * height = {step} * {height} "
+            f"= {step * height} (truncated or padded message)")
+    rows = np.ascontiguousarray(raw.reshape(height, step)[:, :row_bytes])
+    wire_dtype = np.dtype(layout.dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    pixels = rows.view(wire_dtype).astype(np.dtype(layout.dtype), copy=True)
+    if layout.channels == 1:
+        return pixels.reshape(height, width)
+    return pixels.reshape(height, width, layout.channels)
+
+
+def _check_array(array, encoding):
+    layout = _layout(encoding)
+    if not isinstance(array, np.ndarray):
+        raise ImageConversionError(f"expected a numpy array, got {type(array).__name__}")
+    if array.dtype != np.dtype(layout.dtype):
+        raise ImageConversionError(
+            f"{encoding} needs a {np.dtype(layout.dtype).name} array, got {array.dtype}")
+    single_channel = layout.channels == 1 and array.ndim == 2
+    if not single_channel and (array.ndim != 3 or array.shape[2] != layout.channels):
+        expected = "(H, W)" if layout.channels == 1 else f"(H, W, {layout.channels})"
+        raise ImageConversionError(
+            f"{encoding} needs an array of shape {expected}, got {array.shape}")
+    return layout
+
+
+def array_to_image_fields(array, encoding, is_bigendian=False, max_pixels=DEFAULT_MAX_PIXELS):
+    """Encode an array as the fields of a raw image message (no row padding).
+
+    Args:
+        array: (H, W) or (H, W, C) array whose dtype and C fit ``encoding``.
+        encoding: one of :data:`SUPPORTED_ENCODINGS`.
+        is_bigendian: byte order for 16-bit data.
+        max_pixels: reject images with more than this many pixels.
+
+    Returns:
+        dict with ``height, width, encoding, is_bigendian, step, data`` (bytes).
+    """
+    layout = _check_array(array, encoding)
+    height, width = array.shape[:2]
+    _check_size(height, width, max_pixels)
+    wire_dtype = np.dtype(layout.dtype).newbyteorder(">" if is_bigendian else "<")
+    data = np.ascontiguousarray(array, dtype=wire_dtype).tobytes()
+    return {
+        "height": int(height),
+        "width": int(width),
+        "encoding": encoding,
+        "is_bigendian": int(bool(is_bigendian)),
+        "step": int(width * layout.channels * wire_dtype.itemsize),
+        "data": data,
+    }
+
+
+def to_rgb(array, encoding):
+    """Convert a decoded image to the (H, W, 3) ``uint8`` RGB the networks take.
+
+    mono is replicated to three channels, bgr reordered, alpha dropped, and
+    16-bit values scaled from [0, 65535] to [0, 255]. 8UC3/8UC4 are taken as
+    RGB(A) since they carry no channel order.
+    """
+    _check_array(array, encoding)
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    rgb = array[:, :, :3]
+    if encoding in ("bgr8", "bgra8"):
+        rgb = rgb[:, :, ::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def compressed_to_array(msg_or_format_and_bytes, max_pixels=DEFAULT_MAX_PIXELS):
+    """Decode a JPEG/PNG compressed image into an (H, W, 3) ``uint8`` RGB array.
+
+    Args:
+        msg_or_format_and_bytes: object with ``format`` and ``data`` (e.g.
+            ``sensor_msgs/CompressedImage``) or a ``(format, data)`` pair.
+        max_pixels: reject images with more than this many pixels.
+    """
+    if isinstance(msg_or_format_and_bytes, tuple):
+        fmt, data = msg_or_format_and_bytes
+    else:
+        fmt, data = msg_or_format_and_bytes.format, msg_or_format_and_bytes.data
+    payload = _as_byte_array(data).tobytes()
+    if not payload:
+        raise ImageConversionError(f"compressed image ({fmt!r}) has no data")
+    try:
+        with PILImage.open(io.BytesIO(payload)) as image:
+            if image.format not in ("JPEG", "PNG"):
+                raise ImageConversionError(
+                    f"compressed image format {fmt!r} decodes as {image.format}; "
+                    "only jpeg and png are supported")
+            _check_size(image.height, image.width, max_pixels)
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                mono16 = np.asarray(image).astype(np.uint16)
+                return to_rgb(mono16, "mono16")
+            return np.asarray(image.convert("RGB")).copy()
+    except ImageConversionError:
+        raise
+    except (OSError, ValueError, PILImage.DecompressionBombError) as error:
+        raise ImageConversionError(
+            f"cannot decode compressed image ({fmt!r}, {len(payload)} bytes): {error}") from None
+
+
+def array_to_compressed(array, fmt="jpeg", quality=90):
+    """Compress an RGB (H, W, 3) or mono (H, W) ``uint8`` array.
+
+    Args:
+        array: image to compress.
+        fmt: ``'jpeg'`` or ``'png'``.
+        quality: JPEG quality 1-100 (ignored for png).
+
+    Returns:
+        ``(format_string, bytes)``; the format string follows image_transport's
+        convention, e.g. ``'rgb8; jpeg compressed bgr8'``.
+    """
+    if fmt not in _COMPRESSED_FORMATS:
+        raise ImageConversionError(f"unsupported compression {fmt!r}; use 'jpeg' or 'png'")
+    if not 1 <= quality <= 100:
+        raise ImageConversionError(f"jpeg quality must be in [1, 100], got {quality}")
+    encoding = "mono8" if isinstance(array, np.ndarray) and array.ndim == 2 else "rgb8"
+    _check_array(array, encoding)
+    _check_size(array.shape[0], array.shape[1], DEFAULT_MAX_PIXELS)
+    buffer = io.BytesIO()
+    options = {"quality": int(quality)} if _COMPRESSED_FORMATS[fmt] == "JPEG" else {}
+    PILImage.fromarray(array).save(buffer, format=_COMPRESSED_FORMATS[fmt], **options)
+    canonical = "jpeg" if fmt == "jpg" else fmt
+    packed_as = "mono8" if encoding == "mono8" else "bgr8"
+    return f"{encoding}; {canonical} compressed {packed_as}", buffer.getvalue()
