@@ -49,10 +49,15 @@ class Checkpoint:
         return str(self.metadata.get("name") or f"{self.config.kind}-{self.config.trunk}")
 
     def build_model(self) -> PerceptionNet:
-        """A network with these weights loaded, in eval mode, on the CPU."""
-        model = build_model(self.config)
+        """A network with these weights, in eval mode, on the CPU.
+
+        The network is built on the meta device and takes the checkpoint's tensors
+        (``assign=True``), so the weights are never allocated twice.
+        """
+        with torch.device("meta"):
+            model = build_model(self.config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(state, strict=False, assign=True)
         problems = list(result.missing_keys) + list(result.unexpected_keys)
         if problems:
             where = self.path or "checkpoint"
@@ -60,6 +65,7 @@ class Checkpoint:
                 f"{where}: weights do not match the {self.config.kind} {self.config.trunk} architecture "
                 f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected, e.g. {problems[:3]})"
             )
+        model.reset_non_persistent_buffers()
         return model.eval()
 
     def to_payload(self, weights_dtype: torch.dtype = torch.float32) -> dict[str, Any]:

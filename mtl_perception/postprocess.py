@@ -110,5 +110,6 @@ def segmentation_masks(seg_logits: torch.Tensor, original_sizes: list[tuple[int,
         logits = seg_logits[image_index: image_index + 1]
         if tuple(logits.shape[-2:]) != tuple(size):
             logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-        masks.append(logits.argmax(dim=1)[0].to(dtype))
+        # max(dim=0).indices on [K, H, W]: torch's CPU argmax over the channel dim of NCHW is ~20x slower.
+        masks.append(logits[0].max(dim=0).indices.to(dtype))
     return masks

@@ -7,6 +7,7 @@ The ROS nodes, the evaluator, the benchmark and the exporter all run models thro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -123,6 +124,8 @@ class Predictor:
         if self.config.has_detection:
             self.detection_params.validate(self.config.num_det_classes)
         self.model = self.checkpoint.build_model().to(self.device)
+        # The model now owns the weights: keep the checkpoint's description, not a second copy.
+        self.checkpoint = dataclasses.replace(self.checkpoint, state_dict={})
         self.channels_last = channels_last and self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -173,7 +176,7 @@ class Predictor:
             batch = self.preprocess(image)
             self._sync()
             t_pre = time.perf_counter()
-            outputs = self.forward(batch)
+            outputs = self.forward(batch, original_size)
             self._sync()
             t_inf = time.perf_counter()
             prediction = self.postprocess(outputs, original_size, params)
@@ -197,8 +200,13 @@ class Predictor:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
-    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw head outputs for a preprocessed batch."""
+    def forward(self, batch: torch.Tensor, original_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Raw head outputs for a preprocessed batch.
+
+        With ``original_size`` the torch backend returns segmentation logits at that size
+        (see :meth:`PerceptionNet.forward`); exported backends and the CUDA graph return
+        them at the input size and the postprocess resizes.
+        """
         if self._session is not None:
             names = [o.name for o in self._session.get_outputs()]
             values = self._session.run(None, {self._session.get_inputs()[0].name: batch.cpu().numpy()})
@@ -208,7 +216,7 @@ class Predictor:
             self._graph.replay()
             return self._static_output
         with self._autocast():
-            return self.model(batch)
+            return self.model(batch, original_size)
 
     def postprocess(self, outputs: dict[str, torch.Tensor], original_size: tuple[int, int],
                     params: DetectionParams | None = None) -> Prediction:

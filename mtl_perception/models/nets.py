@@ -41,10 +41,9 @@ class PerceptionNet(nn.Module):
         self.config = config
         self.trunk = Trunk(config.trunk, frozen_bn=config.trunk_norm == "frozen")
         channels = self.trunk.channels
-        mean = torch.tensor(config.mean).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(config.std).view(1, 3, 1, 1) * 255.0
-        self.register_buffer("pixel_mean", mean, persistent=False)
-        self.register_buffer("pixel_std", std, persistent=False)
+        self.register_buffer("pixel_mean", torch.empty(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.empty(1, 3, 1, 1), persistent=False)
+        self.reset_non_persistent_buffers()
         self.anchor_generator = AnchorGenerator(config) if config.has_detection else None
         self.seg_head = (
             FCNSkipHead(channels["c5"], channels["c4"] if config.seg_skip else None, config.num_seg_classes,
@@ -63,12 +62,22 @@ class PerceptionNet(nn.Module):
             if config.has_detection else None
         )
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def reset_non_persistent_buffers(self) -> None:
+        """(Re)create the normalisation buffers from the config (after loading onto the meta device)."""
+        device = self.pixel_mean.device if self.pixel_mean.device.type != "meta" else torch.device("cpu")
+        self.pixel_mean = torch.tensor(self.config.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.pixel_std = torch.tensor(self.config.std, device=device).view(1, 3, 1, 1) * 255.0
+
+    def forward(self, images: torch.Tensor, seg_output_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """``seg_output_size`` (H, W) makes the FCN's final upsampling go straight to that size
+        (the original image's, in the Predictor) instead of the input size: one bilinear
+        resize instead of two, and no full-resolution logits at the input size."""
         x = (images.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         features = self.trunk(x)
         outputs: dict[str, torch.Tensor] = {}
         if self.seg_head is not None:
-            outputs[SEG_LOGITS] = self.seg_head(features, (images.shape[-2], images.shape[-1]))
+            size = seg_output_size or (images.shape[-2], images.shape[-1])
+            outputs[SEG_LOGITS] = self.seg_head(features, size)
         if self.det_head is not None:
             outputs.update(self.det_head(features))
         return outputs
