@@ -154,10 +154,10 @@ class NodeProcess:
     def __init__(self, command, log_path, env=None, cwd=None):
         self.command = [str(part) for part in command]
         self.log_path = Path(log_path)
-        self._log_file = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(
-            self.command, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=self._log_file, stderr=subprocess.STDOUT, preexec_fn=_child_setup)
+        with open(self.log_path, "wb") as log_file:
+            self.popen = subprocess.Popen(
+                self.command, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_child_setup)
 
     @property
     def returncode(self):
@@ -165,7 +165,6 @@ class NodeProcess:
 
     def output(self):
         """Everything the process printed so far (stdout and stderr)."""
-        self._log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait(self, timeout):
@@ -194,7 +193,6 @@ class NodeProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        self._log_file.close()
         return self.popen.wait()
 
 
