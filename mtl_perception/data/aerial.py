@@ -244,22 +244,25 @@ def aerial_sample_splits(
 ) -> AerialSplits:
     """Train and held-out sets for the paper's aerial setting from the packaged sample data.
 
-    Detection (deepforest trees, class ``tree``), whole images held out, non-overlapping
-    ``det_tile_size`` tiles (the last row/column of tiles is shifted to end at the border):
+    Detection (deepforest trees, one class ``tree``); whole images are held out:
 
-    * train: ``2019_YELL_2_528000_4978000_image_crop2`` (2299x2472 -> 42 tiles) and
-      ``SOAP_061`` (400x400, one tile; Alive+Dead) -> 43 images, 611 boxes;
-    * held out: the NEON tile ``OSBS_029`` (another site) and the other YELL crop
-      ``2019_YELL_2_541000_4977000_image_crop`` (1249x1035 -> 12 tiles) -> 13 images, 340 boxes.
+    * train: ``2019_YELL_2_528000_4978000_image_crop2`` (2299x2472, 574 trees) in
+      ``det_tile_size`` tiles, the last row/column shifted to end at the border (6 x 7 = 42
+      tiles at 400 px), plus ``SOAP_061`` (400x400, 37 Alive/Dead trees): 43 images, 716 boxes
+      (boxes in overlapping edge tiles count twice);
+    * held out: the NEON tile ``OSBS_029`` (another site, 61 trees) and the other YELL crop
+      ``2019_YELL_2_541000_4977000_image_crop`` (1249x1035, 279 trees) in non-overlapping tiles
+      (3 x 3 at 400 px; the 49 px right remnant is dropped): 10 images, 323 boxes, no box
+      counted twice.
 
-    Box counts are after tiling (boxes cut by a tile border keep at least half their area, so
-    a few appear in two tiles and tiny remnants are dropped); see the report of
-    ``summarize_dataset`` for exact numbers.
+    A box cut by a tile border is kept only if half its area is inside (see :class:`TiledDataset`).
 
-    Segmentation (solaris buildings, classes ``background``, ``building``): the 900x900 tile is
-    split by rows; train tiles (``seg_tile_size``, stride ``seg_train_stride``) lie in rows
-    0..599, held-out tiles (non-overlapping) in rows 600..899 -> 15 train and 3 held-out
-    images of 300x300 by default.
+    Segmentation (solaris buildings; classes ``background``, ``building``): the 900x900 tile
+    (4.2 % building pixels) is split by rows. Train tiles (``seg_tile_size``, stride
+    ``seg_train_stride``) lie in rows 0..599, held-out tiles in rows 600..899: 15 train images
+    (5.2 % building pixels) and 3 held-out images (2.2 %) of 300x300 by default.
+
+    Counts are for the defaults; :func:`mtl_perception.data.stats.summarize_dataset` recounts.
     """
     return AerialSplits(
         det_train=deepforest_tree_split("train", det_tile_size, heldout=det_heldout, det_classes=det_classes,
