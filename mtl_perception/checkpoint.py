@@ -112,8 +112,11 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Checkpoint:
     """Read and validate a checkpoint.
+
+    ``mmap=True`` maps the weights instead of reading them (cheap when only the class
+    names or config are wanted).
 
     Raises:
         CheckpointError: missing, corrupt or truncated file, not a checkpoint of this
@@ -127,7 +130,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises many types for bad files; classify by what it says
         text = str(exc)
         if "Unsupported global" in text or "GLOBAL" in text:

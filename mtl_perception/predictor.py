@@ -252,8 +252,8 @@ class Predictor:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def recover_from_oom(self) -> None:
-        """After a CUDA out-of-memory error: free cached blocks so the next frame can run."""
+    def empty_cache(self) -> None:
+        """Return cached CUDA blocks to the driver (after an out-of-memory error, or when idle)."""
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 

@@ -1,0 +1,11 @@
+"""ros2 launch mtl_perception multitask.launch.py [camera_topic:=...] [use_rviz:=true] ...
+
+Nodes come from mtl_perception.ros.graph.GRAPHS["multitask"], parameters from
+config/mtl_perception.yaml (the same YAML as `python -m mtl_perception.ros.graph multitask`).
+"""
+
+from mtl_perception.ros.launch_support import graph_launch_description
+
+
+def generate_launch_description():
+    return graph_launch_description("multitask")

@@ -1,0 +1,11 @@
+"""ros2 launch mtl_perception naive.launch.py [camera_topic:=...] [use_rviz:=true] ...
+
+Nodes come from mtl_perception.ros.graph.GRAPHS["naive"], parameters from
+config/mtl_perception.yaml (the same YAML as `python -m mtl_perception.ros.graph naive`).
+"""
+
+from mtl_perception.ros.launch_support import graph_launch_description
+
+
+def generate_launch_description():
+    return graph_launch_description("naive")

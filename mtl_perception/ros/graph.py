@@ -1,0 +1,235 @@
+"""The two node graphs, and a CLI that starts them without ``launch``.
+
+``GRAPHS`` is the single definition of which nodes make up the multitask graph and the
+naive baseline; the launch files and this CLI both read it, and both load the same
+parameter YAML (``config/mtl_perception.yaml``), so there is one source of truth.
+
+    python -m mtl_perception.ros.graph multitask [--params config/mtl_perception.yaml]
+        [--namespace NS] [--camera-topic /camera/image_raw] [--checkpoint PATH]
+        [--device auto|cuda|cpu] [--use-lifecycle]
+    python -m mtl_perception.ros.graph naive [--segmentation-checkpoint P] [--detection-checkpoint P] ...
+
+The process runs until interrupted (SIGINT/SIGTERM stops every node: SIGINT, then
+SIGTERM, then SIGKILL) or until a node exits, which stops the others and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtl_perception.ros.paths import PACKAGE, resolve_package_path
+
+DEFAULT_PARAMS = "config/mtl_perception.yaml"
+DEFAULT_CAMERA_TOPIC = "/camera/image_raw"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of a graph: its executable (= node name) and how graph arguments map to its parameters."""
+
+    executable: str
+    argument_params: tuple[tuple[str, str], ...] = ()  # (graph argument, node parameter)
+    inference: bool = True  # takes device and managed (lifecycle) parameters
+
+
+GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
+    "multitask": (NodeSpec("multitask_node", (("checkpoint", "checkpoint"),)),),
+    "naive": (
+        NodeSpec("segmentation_node", (("segmentation_checkpoint", "checkpoint"),)),
+        NodeSpec("detection_node", (("detection_checkpoint", "checkpoint"),)),
+        NodeSpec("overlay_node", (("segmentation_checkpoint", "segmentation_checkpoint"),
+                                  ("detection_checkpoint", "detection_checkpoint")), inference=False),
+    ),
+}
+
+
+def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[str, object]]:
+    """Parameter overrides per node from graph arguments; empty/None arguments leave the YAML's value.
+
+    Arguments: ``checkpoint`` (multitask), ``segmentation_checkpoint``, ``detection_checkpoint``
+    (naive), ``device``, ``use_lifecycle``.
+    """
+    if graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; choose one of {sorted(GRAPHS)}")
+    overrides: dict[str, dict[str, object]] = {}
+    for spec in GRAPHS[graph]:
+        params: dict[str, object] = {}
+        for argument, parameter in spec.argument_params:
+            if arguments.get(argument):
+                params[parameter] = str(arguments[argument])
+        if spec.inference:
+            if arguments.get("device"):
+                params["device"] = str(arguments["device"])
+            if arguments.get("use_lifecycle") is not None:
+                params["managed"] = bool(arguments["use_lifecycle"])
+        overrides[spec.executable] = params
+    return overrides
+
+
+def _executable(name: str) -> list[str]:
+    """The installed executable (lib/mtl_perception/<name>), else ``python -m``."""
+    try:
+        from ament_index_python.packages import get_package_prefix
+
+        candidate = Path(get_package_prefix(PACKAGE)) / "lib" / PACKAGE / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return [sys.executable, str(candidate)]
+    except Exception:  # not installed through ament: run the module
+        pass
+    return [sys.executable, "-m", f"mtl_perception.ros.{name}"]
+
+
+def _param_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def node_commands(graph: str, params_file: str | os.PathLike, namespace: str = "", camera_topic: str = DEFAULT_CAMERA_TOPIC,
+                  arguments: dict[str, object] | None = None, log_level: str | None = None) -> dict[str, list[str]]:
+    """The command line of every node of ``graph``."""
+    params_path = resolve_package_path(str(params_file))
+    if not params_path.is_file():
+        raise FileNotFoundError(f"parameter file not found: {params_file}")
+    overrides = node_overrides(graph, arguments or {})
+    commands = {}
+    for spec in GRAPHS[graph]:
+        command = _executable(spec.executable) + ["--ros-args", "--params-file", str(params_path), "-r", f"image:={camera_topic}"]
+        if namespace:
+            command += ["-r", f"__ns:={namespace if namespace.startswith('/') else '/' + namespace}"]
+        for key, value in overrides[spec.executable].items():
+            command += ["-p", f"{key}:={_param_literal(value)}"]
+        if log_level:
+            command += ["--log-level", log_level]
+        commands[spec.executable] = command
+    return commands
+
+
+def graph_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The nodes' environment: Fast DDS' LARGE_DATA transport unless set (see README)."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class GraphProcesses:
+    """The node processes of a running graph.
+
+    Args:
+        commands: node name → command (see :func:`node_commands`).
+        log_dir: each node's output goes to ``<log_dir>/<node>.log``; None = inherit the terminal.
+    """
+
+    def __init__(self, commands: dict[str, list[str]], log_dir: str | os.PathLike | None = None,
+                 env: dict[str, str] | None = None):
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.log_paths: dict[str, Path] = {}
+        env = graph_environment(env)
+        try:
+            for name, command in commands.items():
+                out = None
+                if log_dir is not None:
+                    Path(log_dir).mkdir(parents=True, exist_ok=True)
+                    self.log_paths[name] = Path(log_dir) / f"{name}.log"
+                    out = open(self.log_paths[name], "wb")
+                self.processes[name] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                                        stderr=subprocess.STDOUT if out else None,
+                                                        start_new_session=True)
+                if out is not None:
+                    out.close()
+        except Exception:
+            self.stop()
+            raise
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.processes.items()}
+
+    def exited(self) -> dict[str, int]:
+        """Nodes that have exited, with their exit codes."""
+        return {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        path = self.log_paths.get(name)
+        if path is None or not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, sigint_timeout: float = 5.0, sigterm_timeout: float = 3.0) -> dict[str, int]:
+        """SIGINT, wait, SIGTERM, wait, SIGKILL: some nodes started from scripts ignore SIGINT."""
+        for sig, timeout in ((signal.SIGINT, sigint_timeout), (signal.SIGTERM, sigterm_timeout), (signal.SIGKILL, 5.0)):
+            alive = [p for p in self.processes.values() if p.poll() is None]
+            if not alive:
+                break
+            for process in alive:
+                try:
+                    os.killpg(process.pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + timeout
+            for process in alive:
+                try:
+                    process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        return {name: p.wait() for name, p in self.processes.items()}
+
+
+def start_graph(graph: str, params_file: str | os.PathLike = DEFAULT_PARAMS, namespace: str = "",
+                camera_topic: str = DEFAULT_CAMERA_TOPIC, arguments: dict[str, object] | None = None,
+                log_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> GraphProcesses:
+    """Start every node of ``graph``; the caller stops them with ``.stop()``."""
+    return GraphProcesses(node_commands(graph, params_file, namespace, camera_topic, arguments), log_dir, env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mtl_perception.ros.graph",
+                                     description="Start the multitask graph or the naive two-node baseline without launch.")
+    parser.add_argument("graph", choices=sorted(GRAPHS))
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="parameter YAML (the launch files' default too)")
+    parser.add_argument("--namespace", default="")
+    parser.add_argument("--camera-topic", default=DEFAULT_CAMERA_TOPIC)
+    parser.add_argument("--checkpoint", help="multitask checkpoint (overrides the YAML)")
+    parser.add_argument("--segmentation-checkpoint", help="naive graph: segmentation checkpoint")
+    parser.add_argument("--detection-checkpoint", help="naive graph: detection checkpoint")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--use-lifecycle", action="store_true", default=None,
+                        help="start the inference nodes unconfigured (managed lifecycle nodes)")
+    parser.add_argument("--log-dir", help="write each node's output to <dir>/<node>.log instead of the terminal")
+    args = parser.parse_args(argv)
+    arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint", "device", "use_lifecycle")}
+    try:
+        commands = node_commands(args.graph, args.params, args.namespace, args.camera_topic, arguments)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"graph: error: {exc}", file=sys.stderr)
+        return 2
+    processes = GraphProcesses(commands, args.log_dir)
+    print(f"[graph] {args.graph}: " + ", ".join(f"{n} (pid {p})" for n, p in processes.pids().items()), flush=True)
+    stop_requested = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_requested.append(True))
+    while not stop_requested:
+        exited = processes.exited()
+        if exited:
+            for name, code in exited.items():
+                print(f"[graph] {name} exited with code {code}", file=sys.stderr)
+                tail = processes.log_tail(name)
+                if tail:
+                    print(tail, file=sys.stderr)
+            processes.stop()
+            return 1
+        time.sleep(0.2)
+    processes.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
