@@ -55,12 +55,14 @@ def _check_size(height, width, max_pixels):
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ImageConversionError(f"image {name} must be an integer, got {value!r}")
+    height, width = int(height), int(width)  # no fixed-width overflow below
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"empty image: {height}x{width} (height x width)")
     if height * width > max_pixels:
         raise ImageConversionError(
             f"image {height}x{width} has {height * width} pixels, above the limit of "
             f"{max_pixels}")
+    return height, width
 
 
 def _as_byte_array(data):
@@ -86,14 +88,15 @@ def image_to_array(msg, max_pixels=DEFAULT_MAX_PIXELS):
             ``step`` shorter than a row, or ``data`` not ``step * height`` bytes.
     """
     layout = _layout(msg.encoding)
-    height, width, step = msg.height, msg.width, msg.step
-    _check_size(height, width, max_pixels)
+    height, width = _check_size(msg.height, msg.width, max_pixels)
+    step = msg.step
     itemsize = np.dtype(layout.dtype).itemsize
     row_bytes = width * layout.channels * itemsize
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < row_bytes:
         raise ImageConversionError(
             f"step {step!r} is shorter than one row of {width} {msg.encoding} pixels "
             f"({row_bytes} bytes)")
+    step = int(step)
     raw = _as_byte_array(msg.data)
     if raw.size != step * height:
         raise ImageConversionError(

@@ -109,6 +109,11 @@ def test_rejects_images_above_the_pixel_limit():
     assert image_to_array(msg, max_pixels=100).shape == (10, 10)
     with pytest.raises(ImageConversionError, match="100 pixels, above the limit of 99"):
         image_to_array(msg, max_pixels=99)
+    # 65536 * 65536 wraps to 0 in uint32 arithmetic; the limit must still hold.
+    huge = SimpleNamespace(height=np.uint32(65536), width=np.uint32(65536), encoding="mono8",
+                           is_bigendian=0, step=np.uint32(65536), data=b"")
+    with pytest.raises(ImageConversionError, match="4294967296 pixels, above the limit"):
+        image_to_array(huge)
 
 
 @pytest.mark.parametrize("array, encoding, message", [
