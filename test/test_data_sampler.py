@@ -172,3 +172,11 @@ def test_collate_rejects_images_of_different_sizes():
     big = (tv_tensors.Image(torch.zeros(3, 9, 8, dtype=torch.uint8)), {"image_id": "big"})
     with pytest.raises(ValueError, match="big: \\(3, 9, 8\\)"):
         collate_batch([small, big])
+
+
+def test_single_source_is_a_shuffled_batch_sampler():
+    sampler = InterleavedBatchSampler([10], [4], seed=0)
+    batches = list(sampler)
+    assert len(batches) == 3 and all(len(b) == 4 for b in batches)
+    assert set(sum(batches, [])) == set(range(10))  # the last batch is completed from the next pass
+    assert sum(batches, [])[:10] != list(range(10))

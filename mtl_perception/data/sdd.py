@@ -16,7 +16,6 @@ must exist (extract them with the same stride, named by the pattern above).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,8 +27,6 @@ from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fiel
 from .class_map import ClassMap, detection_mapping, load_class_map
 from .errors import CorruptImageError, DatasetFormatError
 from .image_io import read_image_size, read_rgb_image, require_dir, require_file, rgb_array_to_image
-
-log = logging.getLogger(__name__)
 
 SDD_CLASSES = ("Biker", "Pedestrian", "Skater", "Cart", "Car", "Bus")
 SDD_CLASS_MAP = ClassMap(name="sdd", detection=SDD_CLASSES)
