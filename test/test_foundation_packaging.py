@@ -35,7 +35,8 @@ def import_checked(name):
 def walk(package):
     # Like pkgutil.walk_packages, but never imports the ROS subpackages.
     for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-        if (info.name + ".").startswith(ROS_PARTS) or "__rosidl_" in info.name:
+        if ((info.name + ".").startswith(ROS_PARTS) or "__rosidl_" in info.name
+                or info.name.endswith(".__main__")):
             continue
         module = import_checked(info.name)
         yield info.name
