@@ -2,7 +2,6 @@
 bag-info, BagReader errors on bad bags, and atomic writing."""
 
 import json
-import shutil
 
 import cv2
 import numpy as np
@@ -412,11 +411,18 @@ def test_empty_directory(tmp_path):
         BagReader(tmp_path / "empty")
 
 
-def test_garbage_file(tmp_path):
-    garbage = tmp_path / "garbage.mcap"
+@pytest.mark.parametrize("suffix", [".mcap", ".db3"])
+def test_garbage_file(tmp_path, suffix):
+    garbage = tmp_path / f"garbage{suffix}"
     garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    with pytest.raises(BagError, match=r"garbage.mcap: cannot be read, corrupt or truncated"):
+    with pytest.raises(BagError, match=rf"garbage\{suffix}: cannot be read, corrupt or truncated"):
         BagReader(garbage)
+
+
+def test_not_a_bag_file(tmp_path):
+    (tmp_path / "clip.avi").write_bytes(b"RIFF")
+    with pytest.raises(BagError, match=r"clip.avi: not a bag"):
+        BagReader(tmp_path / "clip.avi")
 
 
 def test_directory_without_a_bag(tmp_path):
@@ -528,7 +534,22 @@ def test_bag_writer_creates_connections_on_first_use_and_aborts_cleanly(tmp_path
     assert not (tmp_path / "unknown").exists()
 
 
-def test_rate_must_be_positive(tmp_path):
-    with pytest.raises(BagError, match="rate must be a positive"):
-        write_bag([SourceFrame(np.zeros((2, 2, 3), np.uint8), "x")], tmp_path / "bag", rate=0)
-    assert not (tmp_path / "bag").exists()
+@pytest.mark.parametrize("options, message", [
+    ({"rate": 0}, "rate must be a positive"),
+    ({"resize": (0, 0)}, "resize needs"),
+    ({"jpeg_quality": 0, "compressed": "jpeg"}, "jpeg_quality must be in 1..100"),
+    ({"start_ns": -1}, "start time must be >= 0"),
+])
+def test_bad_write_options_are_refused_before_writing(tmp_path, options, message):
+    with pytest.raises(BagError, match=message):
+        write_bag([SourceFrame(np.zeros((2, 2, 3), np.uint8), "x")], tmp_path / "bag", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_reports_a_missing_input(tmp_path, capsys):
+    assert make_bag_main([str(tmp_path / "bag"), "--video", str(tmp_path / "none.mp4"), "--quiet"]) == 1
+    assert "none.mp4: file not found" in capsys.readouterr().err
+    assert make_bag_main([str(tmp_path / "bag"), "--dataset", "seg_folder", "--dataset-option", "image_dir=/no",
+                          "--quiet"]) == 1
+    assert "cannot build it" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

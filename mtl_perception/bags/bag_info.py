@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from PIL import Image as PILImage
 
 from .errors import BagError
-from .reader import open_rosbag, pick_camera_topic, read_custom_data, storage_of, topic_infos
+from .reader import open_rosbag, pick_camera_topic, read_custom_data, storage_of, topic_infos, unreadable_bag
 from .topics import (
     CUSTOM_DETECTION_CLASSES,
     CUSTOM_SEGMENTATION_CLASSES,
@@ -101,7 +101,7 @@ def summarize_bag(path: str | Path, camera_topic: str | None = None) -> dict:
         except BagError:
             raise
         except Exception as error:
-            raise BagError(f"bag {path}: cannot read messages, corrupt or truncated? ({type(error).__name__}: {error})") from error
+            raise unreadable_bag(path, error, "cannot read messages") from error
         start, end = reader.start_time, reader.end_time
         summary = {
             "path": str(path),

@@ -147,6 +147,12 @@ def write_bag(
         raise BagError(f"compressed must be one of {COMPRESSIONS}, got {compressed!r}")
     if encoding not in ENCODINGS:
         raise BagError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if not 1 <= jpeg_quality <= 100:
+        raise BagError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+    if resize is not None and (min(resize) < 0 or max(resize) <= 0):
+        raise BagError(f"resize needs width, height >= 0 and not both 0, got {tuple(resize)}")
+    if start_ns is not None and start_ns < 0:
+        raise BagError(f"the start time must be >= 0, got {start_ns} ns")
     if max_frames is not None and max_frames < 1:
         raise BagError(f"max_frames must be >= 1, got {max_frames}")
     if not topic.startswith("/"):
@@ -238,15 +244,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset argument (YAML value), repeatable, e.g. split=heldout")
     parser.add_argument("--rate", type=float, help=f"frame rate in Hz (default the video's, else {DEFAULT_RATE_HZ:g})")
-    parser.add_argument("--start-time", type=float, metavar="SECONDS", help="stamp of the first frame, seconds since the epoch (default now)")
+    parser.add_argument("--start-time", type=float, metavar="SECONDS",
+                        help="stamp of the first frame, seconds since the epoch (default now)")
     parser.add_argument("--frame-id", default=DEFAULT_FRAME_ID, help="header frame_id (default %(default)s)")
     parser.add_argument("--topic", default=DEFAULT_CAMERA_TOPIC, help="camera topic (default %(default)s)")
-    parser.add_argument("--compressed", choices=COMPRESSIONS, help="write sensor_msgs/CompressedImage on <topic>/compressed")
+    parser.add_argument("--compressed", choices=COMPRESSIONS,
+                        help="write sensor_msgs/CompressedImage on <topic>/compressed instead of raw images")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality (default %(default)s)")
-    parser.add_argument("--encoding", choices=ENCODINGS, default="rgb8", help="raw image encoding (default %(default)s)")
-    parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap", help="storage plugin (default %(default)s)")
+    parser.add_argument("--encoding", choices=ENCODINGS, default="rgb8",
+                        help="raw image encoding (default %(default)s)")
+    parser.add_argument("--storage", choices=sorted(STORAGES), default="mcap",
+                        help="storage plugin (default %(default)s)")
     parser.add_argument("--max-frames", type=int, help="write at most this many frames")
-    parser.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"), help="resize frames (0 keeps the aspect ratio)")
+    parser.add_argument("--resize", type=int, nargs=2, metavar=("W", "H"),
+                        help="resize frames and ground truth (0 for one side keeps the aspect ratio)")
     parser.add_argument("--det-classes", help="comma-separated detection class names (default the dataset's)")
     parser.add_argument("--seg-classes", help="comma-separated segmentation class names (default the dataset's)")
     parser.add_argument("--force", action="store_true", help="replace an existing bag at OUTPUT")
@@ -289,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _source_from_args(args), args.output, detection_classes=_class_list(args.det_classes),
                 segmentation_classes=_class_list(args.seg_classes), **options,
             )
-    except (BagError, FileNotFoundError) as error:
+    except (BagError, OSError, ValueError) as error:
         print(f"make-bag: error: {error}", file=sys.stderr)
         return 1
     print(

@@ -64,18 +64,18 @@ class CameraFrame:
         bag_time_ns: time it was recorded in the bag (ns).
         rawdata: the CDR bytes as stored (publish them to replay the frame).
         msgtype: ``sensor_msgs/msg/Image`` or ``sensor_msgs/msg/CompressedImage``.
+        image: decoded (H, W, 3) uint8 RGB image, or None when not decoded.
         frame_id: header frame.
         encoding: the Image encoding, or the CompressedImage format string.
-        image: decoded (H, W, 3) uint8 RGB image, or None when not decoded.
     """
 
     stamp_ns: int
     bag_time_ns: int
     rawdata: bytes
     msgtype: str
+    image: np.ndarray | None
     frame_id: str
     encoding: str
-    image: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,11 @@ class GroundTruthBoxes:
     labels: np.ndarray
     class_ids: tuple[str, ...]
     frame_id: str
+
+
+def unreadable_bag(path: Path, error: Exception, what: str = "cannot be read") -> BagError:
+    """The BagError for a bag whose storage fails to open or read, naming the underlying error."""
+    return BagError(f"bag {path}: {what}, corrupt or truncated? ({type(error).__name__}: {error})")
 
 
 def _bag_file_in(directory: Path) -> Path | None:
@@ -130,7 +135,7 @@ def open_rosbag(path: str | Path) -> Reader:
         reader = Reader(target)
         reader.open()
     except Exception as error:
-        raise BagError(f"bag {path}: cannot be read, corrupt or truncated? ({type(error).__name__}: {error})") from error
+        raise unreadable_bag(path, error) from error
     try:
         if reader.message_count == 0:
             raise BagError(f"bag {path}: contains no messages")
@@ -179,7 +184,8 @@ def pick_camera_topic(
         raise BagError(f"bag {path}: camera topic {requested!r} not found ({listing})")
     if topics[requested].msgtype not in IMAGE_TYPES:
         raise BagError(
-            f"bag {path}: camera topic {requested!r} has type {topics[requested].msgtype}, expected one of {IMAGE_TYPES}"
+            f"bag {path}: camera topic {requested!r} has type {topics[requested].msgtype}, "
+            f"expected one of {IMAGE_TYPES}"
         )
     if topics[requested].count == 0:
         raise BagError(f"bag {path}: camera topic {requested!r} has no messages")
@@ -267,13 +273,15 @@ class BagReader:
         except BagError:
             raise
         except Exception as error:
-            raise BagError(f"bag {self.path}: cannot read messages, corrupt or truncated? ({type(error).__name__}: {error})") from error
+            raise unreadable_bag(self.path, error, "cannot read messages") from error
 
     def _decode(self, rawdata: bytes, msgtype: str, topic: str, bag_time: int) -> Any:
         try:
             return deserialize(rawdata, msgtype)
         except Exception as error:
-            raise BagError(f"bag {self.path}: {topic} message at {bag_time} ns does not decode as {msgtype}: {error}") from error
+            raise BagError(
+                f"bag {self.path}: {topic} message at {bag_time} ns does not decode as {msgtype}: {error}"
+            ) from error
 
     def frames(self, decode: bool = True) -> Iterator[CameraFrame]:
         """Camera frames in bag-time order; ``decode=False`` leaves ``image`` None (faster)."""
@@ -328,7 +336,9 @@ class BagReader:
         truth = {}
         for stamp, message in self._by_stamp(GT_SEGMENTATION_TOPIC, IMAGE):
             if message.encoding not in ("mono8", "8UC1"):
-                raise BagError(f"bag {self.path}: {GT_SEGMENTATION_TOPIC} has encoding {message.encoding}, expected mono8")
+                raise BagError(
+                    f"bag {self.path}: {GT_SEGMENTATION_TOPIC} has encoding {message.encoding}, expected mono8"
+                )
             try:
                 truth[stamp] = image_to_array(message)
             except ImageConversionError as error:

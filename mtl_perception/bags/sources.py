@@ -120,7 +120,8 @@ class VideoSource(FrameSource):
                 ok, bgr = capture.read()
                 if not ok:
                     break
-                yield SourceFrame(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), f"{self.path.name}#{index}")
+                rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                yield SourceFrame(rgb, f"{self.path.name}#{index}")
                 index += 1
         finally:
             capture.release()
@@ -155,7 +156,11 @@ def dataset_class_names(dataset: Any) -> tuple[tuple[str, ...] | None, tuple[str
     detection = segmentation = None
     node = dataset
     while node is not None:
-        detection = detection or _names(_attribute(node, "det_classes")) or _names(_attribute(node, "det_mapping", "target_names"))
+        detection = (
+            detection
+            or _names(_attribute(node, "det_classes"))
+            or _names(_attribute(node, "det_mapping", "target_names"))
+        )
         segmentation = (
             segmentation
             or _names(_attribute(node, "seg_classes"))
@@ -183,7 +188,9 @@ class DatasetSource(FrameSource):
         segmentation_classes: Sequence[str] | None = None,
     ) -> None:
         if getattr(dataset, "transforms", None) is not None:
-            raise BagError(f"{description}: the dataset has transforms; bags need the original images (transforms=None)")
+            raise BagError(
+                f"{description}: the dataset has transforms; bags need the original images (transforms=None)"
+            )
         if len(dataset) == 0:
             raise BagError(f"{description}: the dataset is empty")
         self.dataset = dataset
@@ -207,7 +214,9 @@ class DatasetSource(FrameSource):
             image, target = self._sample(index)
             image = np.ascontiguousarray(np.asarray(image).transpose(1, 2, 0))
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise BagError(f"{self.description}: sample {index} is not a uint8 RGB image ({image.dtype}, {image.shape})")
+                raise BagError(
+                    f"{self.description}: sample {index} is not a uint8 RGB image ({image.dtype}, {image.shape})"
+                )
             boxes = labels = mask = None
             if "boxes" in target:
                 boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)

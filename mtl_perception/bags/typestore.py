@@ -185,10 +185,9 @@ def detections_message(
     if not len(ids) == len(confidences) == len(boxes):
         raise ValueError(f"{len(boxes)} boxes, {len(ids)} labels and {len(confidences)} scores must match")
     msg_header = header(stamp_ns, frame_id)
-    point_2d, pose_2d, bbox_2d = _type("vision_msgs/msg/Point2D"), _type("vision_msgs/msg/Pose2D"), _type(
-        "vision_msgs/msg/BoundingBox2D"
-    )
-    hypothesis_type, with_pose = _type("vision_msgs/msg/ObjectHypothesis"), _type("vision_msgs/msg/ObjectHypothesisWithPose")
+    point_2d, pose_2d = _type("vision_msgs/msg/Point2D"), _type("vision_msgs/msg/Pose2D")
+    bbox_2d, hypothesis_type = _type("vision_msgs/msg/BoundingBox2D"), _type("vision_msgs/msg/ObjectHypothesis")
+    with_pose = _type("vision_msgs/msg/ObjectHypothesisWithPose")
     pose_cov, pose, point, quaternion = (
         _type("geometry_msgs/msg/PoseWithCovariance"),
         _type("geometry_msgs/msg/Pose"),
@@ -235,7 +234,9 @@ def detections_to_arrays(message: Any) -> tuple[np.ndarray, list[str], np.ndarra
     return boxes, class_ids, scores
 
 
-def label_info_message(class_names: Sequence[str], stamp_ns: int = 0, frame_id: str = "", threshold: float = 0.0) -> Any:
+def label_info_message(
+    class_names: Sequence[str], stamp_ns: int = 0, frame_id: str = "", threshold: float = 0.0
+) -> Any:
     """``vision_msgs/LabelInfo`` mapping class index ``i`` to ``class_names[i]``."""
     vision_class = _type("vision_msgs/msg/VisionClass")
     class_map = [vision_class(class_id=i, class_name=str(name)) for i, name in enumerate(class_names)]

@@ -83,7 +83,9 @@ class BagWriter:
             raise BagError(f"{self.path}: writer is already open")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._temp_dir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
-        writer = Writer(self._temp_dir / self.path.name, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[self.storage])
+        writer = Writer(
+            self._temp_dir / self.path.name, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[self.storage]
+        )
         try:
             writer.open()
         except Exception:
