@@ -123,12 +123,15 @@ def open_rosbag(path: str | Path) -> Reader:
         raise BagError(f"bag {path}: path does not exist")
     target = path
     if path.is_dir():
-        if not any(path.iterdir()):
-            raise BagError(f"bag {path}: empty directory, not a rosbag2 bag")
-        if not (path / "metadata.yaml").is_file():
-            target = _bag_file_in(path)
-            if target is None:
-                raise BagError(f"bag {path}: not a rosbag2 bag (no metadata.yaml and not exactly one .mcap/.db3 file)")
+        try:
+            if not any(path.iterdir()):
+                raise BagError(f"bag {path}: empty directory, not a rosbag2 bag")
+            if not (path / "metadata.yaml").is_file():
+                target = _bag_file_in(path)
+        except OSError as error:
+            raise BagError(f"bag {path}: cannot list the directory: {error}") from error
+        if target is None:
+            raise BagError(f"bag {path}: not a rosbag2 bag (no metadata.yaml and not exactly one .mcap/.db3 file)")
     elif path.suffix not in BAG_FILE_SUFFIXES:
         raise BagError(f"bag {path}: not a bag (expected a bag folder or a {'/'.join(BAG_FILE_SUFFIXES)} file)")
     try:
@@ -136,12 +139,9 @@ def open_rosbag(path: str | Path) -> Reader:
         reader.open()
     except Exception as error:
         raise unreadable_bag(path, error) from error
-    try:
-        if reader.message_count == 0:
-            raise BagError(f"bag {path}: contains no messages")
-    except BagError:
+    if reader.message_count == 0:
         reader.close()
-        raise
+        raise BagError(f"bag {path}: contains no messages")
     return reader
 
 
