@@ -36,8 +36,10 @@ from .topics import (
 )
 from .typestore import (
     COMPRESSED_IMAGE,
+    DETECTION_2D_ARRAY,
     IMAGE,
     IMAGE_TYPES,
+    LABEL_INFO,
     deserialize,
     detections_to_arrays,
     label_info_to_names,
@@ -325,7 +327,7 @@ class BagReader:
         """Ground-truth boxes by header stamp (ns); frames not labelled for detection are absent."""
         index_of = {name: i for i, name in enumerate(self.detection_classes or ())}
         truth = {}
-        for stamp, message in self._by_stamp(GT_DETECTIONS_TOPIC, "vision_msgs/msg/Detection2DArray"):
+        for stamp, message in self._by_stamp(GT_DETECTIONS_TOPIC, DETECTION_2D_ARRAY):
             boxes, class_ids, _ = detections_to_arrays(message)
             labels = np.array([index_of.get(c, -1) for c in class_ids], dtype=np.int64)
             truth[stamp] = GroundTruthBoxes(boxes.astype(np.float32), labels, tuple(class_ids), message.header.frame_id)
@@ -354,7 +356,7 @@ class BagReader:
             ):
                 classes[task] = None
                 if topic in self.topics:
-                    for stamp, message in self._by_stamp(topic, "vision_msgs/msg/LabelInfo"):
+                    for stamp, message in self._by_stamp(topic, LABEL_INFO):
                         try:
                             classes[task] = label_info_to_names(message)
                         except ValueError as error:
