@@ -16,6 +16,7 @@ SIGTERM, then SIGKILL) or until a node exits, which stops the others and exits n
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import signal
 import subprocess
@@ -73,6 +74,28 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
     return overrides
 
 
+def write_overrides_file(overrides: dict[str, dict[str, object]], directory: str | os.PathLike | None = None) -> Path:
+    """Write per-node overrides as a parameter YAML keyed ``/**/<node>``.
+
+    A ``-p`` override (or a launch dict) goes under ``/**``, which loses to the YAML's
+    node-specific ``/**/<node>`` entries; loaded after the YAML under the same key, these
+    values win. Returns the file's path.
+    """
+    import tempfile
+
+    import yaml
+
+    data = {f"/**/{node}": {"ros__parameters": params} for node, params in overrides.items() if params}
+    if directory is not None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix="mtl_overrides_", suffix=".yaml", dir=directory)
+    with os.fdopen(fd, "w") as handle:
+        yaml.safe_dump(data, handle)
+    if directory is None:  # a stray temp file otherwise; nodes read it at start, long before exit
+        atexit.register(lambda: Path(path).unlink(missing_ok=True))
+    return Path(path)
+
+
 def _executable(name: str) -> list[str]:
     """The installed executable (lib/mtl_perception/<name>), else ``python -m``."""
     try:
@@ -86,26 +109,22 @@ def _executable(name: str) -> list[str]:
     return [sys.executable, "-m", f"mtl_perception.ros.{name}"]
 
 
-def _param_literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def node_commands(graph: str, params_file: str | os.PathLike, namespace: str = "", camera_topic: str = DEFAULT_CAMERA_TOPIC,
-                  arguments: dict[str, object] | None = None, log_level: str | None = None) -> dict[str, list[str]]:
-    """The command line of every node of ``graph``."""
+                  arguments: dict[str, object] | None = None, log_level: str | None = None,
+                  overrides_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """The command line of every node of ``graph`` (overrides go to a file in ``overrides_dir``)."""
     params_path = resolve_package_path(str(params_file))
     if not params_path.is_file():
         raise FileNotFoundError(f"parameter file not found: {params_file}")
     overrides = node_overrides(graph, arguments or {})
+    overrides_file = write_overrides_file(overrides, overrides_dir) if any(overrides.values()) else None
     commands = {}
     for spec in GRAPHS[graph]:
         command = _executable(spec.executable) + ["--ros-args", "--params-file", str(params_path), "-r", f"image:={camera_topic}"]
+        if overrides_file is not None:
+            command += ["--params-file", str(overrides_file)]
         if namespace:
             command += ["-r", f"__ns:={namespace if namespace.startswith('/') else '/' + namespace}"]
-        for key, value in overrides[spec.executable].items():
-            command += ["-p", f"{key}:={_param_literal(value)}"]
         if log_level:
             command += ["--log-level", log_level]
         commands[spec.executable] = command
@@ -187,7 +206,8 @@ def start_graph(graph: str, params_file: str | os.PathLike = DEFAULT_PARAMS, nam
                 camera_topic: str = DEFAULT_CAMERA_TOPIC, arguments: dict[str, object] | None = None,
                 log_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> GraphProcesses:
     """Start every node of ``graph``; the caller stops them with ``.stop()``."""
-    return GraphProcesses(node_commands(graph, params_file, namespace, camera_topic, arguments), log_dir, env)
+    return GraphProcesses(node_commands(graph, params_file, namespace, camera_topic, arguments, overrides_dir=log_dir),
+                          log_dir, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint", "device", "use_lifecycle")}
     try:
-        commands = node_commands(args.graph, args.params, args.namespace, args.camera_topic, arguments)
+        commands = node_commands(args.graph, args.params, args.namespace, args.camera_topic, arguments,
+                                 overrides_dir=args.log_dir)
     except (FileNotFoundError, ValueError) as exc:
         print(f"graph: error: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -89,7 +90,7 @@ class InferenceNode(LifecycleNode):
         self.add_on_set_parameters_callback(self.parameters_callback)
 
         self.predictor: Predictor | None = None
-        self._publishers: dict[str, object] = {}
+        self._outputs: dict[str, object] = {}
         self._subscription = None
         self._condition = threading.Condition()
         self._pending = None
@@ -103,7 +104,11 @@ class InferenceNode(LifecycleNode):
     # -- parameters ----------------------------------------------------------------------------
 
     def _param(self, name: str):
-        return self.get_parameter(name).value
+        """A parameter's value; None for one declared without a value (class_allowlist unset)."""
+        try:
+            return self.get_parameter(name).value
+        except ParameterUninitializedException:
+            return None
 
     def _detection_params(self, overrides: dict) -> DetectionParams:
         values = {name: overrides.get(name, self._param(name)) for name in _DYNAMIC}
@@ -155,15 +160,15 @@ class InferenceNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         publish = self.create_lifecycle_publisher
         if "segmentation" in self.TASKS:
-            self._publishers["segmentation"] = publish(Image, "segmentation", RELIABLE_QOS)
-            self._publishers["segmentation/color"] = publish(Image, "segmentation/color", RELIABLE_QOS)
+            self._outputs["segmentation"] = publish(Image, "segmentation", RELIABLE_QOS)
+            self._outputs["segmentation/color"] = publish(Image, "segmentation/color", RELIABLE_QOS)
         if "detection" in self.TASKS:
-            self._publishers["detections"] = publish(Detection2DArray, "detections", RELIABLE_QOS)
+            self._outputs["detections"] = publish(Detection2DArray, "detections", RELIABLE_QOS)
         if self._param("publish_overlay"):
-            self._publishers["overlay"] = publish(Image, "overlay", RELIABLE_QOS)
+            self._outputs["overlay"] = publish(Image, "overlay", RELIABLE_QOS)
         if self._param("publish_label_info"):
-            self._publishers["label_info"] = publish(LabelInfo, "label_info", LATCHED_QOS)
-        self._publishers["stats"] = publish(InferenceStats, "stats", RELIABLE_QOS)
+            self._outputs["label_info"] = publish(LabelInfo, "label_info", LATCHED_QOS)
+        self._outputs["stats"] = publish(InferenceStats, "stats", RELIABLE_QOS)
         p = self.predictor
         self.get_logger().info(
             f"loaded {p.model_name} ({p.config.kind}, {p.config.trunk}) from {path} on {p.device} ({p.precision}), "
@@ -173,10 +178,10 @@ class InferenceNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the camera and start the inference worker."""
         result = super().on_activate(state)  # enables the lifecycle publishers
-        if "label_info" in self._publishers:
+        if "label_info" in self._outputs:
             header = Image().header
             header.stamp = self.get_clock().now().to_msg()
-            self._publishers["label_info"].publish(label_info_msg(header, self._published_class_names(),
+            self._outputs["label_info"].publish(label_info_msg(header, self._published_class_names(),
                                                                   self._param("score_threshold")))
         qos = qos_from_name(self._param("reliability"), 1)
         if self._param("input_transport") == "compressed":
@@ -214,9 +219,9 @@ class InferenceNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def _unload(self) -> None:
-        for publisher in self._publishers.values():
+        for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
-        self._publishers.clear()
+        self._outputs.clear()
         if self.predictor is not None:
             self.predictor.release()
             self.predictor = None
@@ -308,11 +313,11 @@ class InferenceNode(LifecycleNode):
             postprocess_ms=timings.postprocess_ms + publish_ms, total_ms=(time.perf_counter() - start) * 1e3,
             frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
             gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
-        self._publishers["stats"].publish(stats)
+        self._outputs["stats"].publish(stats)
 
     def publish_outputs(self, header, image: np.ndarray, prediction) -> None:
         """Publish this node's outputs for one frame, each with ``header`` copied."""
-        pubs = self._publishers
+        pubs = self._outputs
         names = self.predictor.class_names.get("detection", [])
         if "segmentation" in pubs:
             pubs["segmentation"].publish(mask_msg(header, prediction.mask))

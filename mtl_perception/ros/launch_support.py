@@ -14,7 +14,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
-from mtl_perception.ros.graph import DEFAULT_CAMERA_TOPIC, GRAPHS, PACKAGE, node_overrides
+from mtl_perception.ros.graph import DEFAULT_CAMERA_TOPIC, GRAPHS, PACKAGE, node_overrides, write_overrides_file
 from mtl_perception.ros.paths import package_share_dir
 
 _CHECKPOINT_ARGUMENTS = {
@@ -40,13 +40,15 @@ def _graph_nodes(context, graph: str):
     use_lifecycle = _truthy(get("use_lifecycle"))
     arguments["use_lifecycle"] = use_lifecycle
     overrides = node_overrides(graph, arguments)
+    # Not a parameters dict: launch_ros writes those under /**, which loses to the YAML's /**/<node> entries.
+    overrides_file = str(write_overrides_file(overrides)) if any(overrides.values()) else None
     namespace = get("namespace")
     actions = []
     for spec in GRAPHS[graph]:
         node_class = LifecycleNode if (use_lifecycle and spec.inference) else Node
         actions.append(node_class(
             package=PACKAGE, executable=spec.executable, name=spec.executable, namespace=namespace,
-            parameters=[get("params_file"), overrides[spec.executable]],
+            parameters=[get("params_file")] + ([overrides_file] if overrides_file else []),
             remappings=[("image", get("camera_topic"))], output="screen"))
     return actions
 
