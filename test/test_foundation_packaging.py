@@ -150,18 +150,21 @@ def test_generated_messages_import_from_the_install():
 
 
 def colcon_packages(*base_paths):
+    """{name: build type} of the packages colcon finds crawling ``base_paths``."""
     result = subprocess.run(
         [str(Path(sys.prefix) / "bin" / "colcon"), "--log-base", os.devnull, "list",
-         "--names-only", "--base-paths", *map(str, base_paths)],
+         "--base-paths", *map(str, base_paths)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    return sorted(result.stdout.split())
+    rows = [line.split("\t") for line in result.stdout.splitlines() if line.strip()]
+    return {name: build_type for name, _path, build_type in rows}
 
 
 def test_colcon_sees_the_twin_only_in_the_dev_workspace():
-    assert colcon_packages(REPO_ROOT / ".ws" / "src") == ["mtl_perception", "vision_msgs"]
-    assert colcon_packages(REPO_ROOT) == ["mtl_perception"]
-    assert colcon_packages(REPO_ROOT / "vision_msgs_twin") == []
+    assert colcon_packages(REPO_ROOT / ".ws" / "src") == {
+        "mtl_perception": "(ros.ament_cmake)", "vision_msgs": "(ros.ament_cmake)"}
+    assert colcon_packages(REPO_ROOT) == {"mtl_perception": "(ros.ament_cmake)"}
+    assert colcon_packages(REPO_ROOT / "vision_msgs_twin") == {}
 
 
 def test_twin_refuses_to_build_next_to_a_real_vision_msgs(tmp_path):
