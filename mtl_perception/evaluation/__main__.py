@@ -1,0 +1,7 @@
+"""``python -m mtl_perception.evaluation`` is ``mtl-eval``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

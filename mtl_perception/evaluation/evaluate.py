@@ -1,0 +1,210 @@
+"""Score a checkpoint on a dataset through the :class:`~mtl_perception.predictor.Predictor`.
+
+Every sample goes through ``Predictor.predict`` at its original size, so the figures are
+those of the deployed inference path (resize, network, postprocess). Segmentation is
+scored with one dataset-wide confusion matrix (mIoU, as in Martí & Maki 2017), detection
+with PASCAL VOC AP at IoU 0.5 and COCO mAP@[.5:.95]. Give datasets without transforms so
+that images keep their original size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ..metrics import ConfusionMatrix, DetectionEvaluator, json_safe
+from ..training.data import dataset_class_names
+
+log = logging.getLogger(__name__)
+
+TASKS = ("segmentation", "detection")
+TASK_TARGET_KEYS = {"segmentation": "mask", "detection": "boxes"}
+IGNORE_INDEX = 255
+# Above this the AP curves lose their low-score tail and mAP is underestimated.
+HIGH_SCORE_THRESHOLD = 0.05
+
+
+class EvaluationError(ValueError):
+    """The dataset cannot be scored against the model (the message says why)."""
+
+
+class ClassMismatchError(EvaluationError):
+    """The dataset's class names differ from the checkpoint's for a task."""
+
+
+class PredictorLike(Protocol):
+    """What :func:`evaluate` needs of a predictor (:class:`~mtl_perception.predictor.Predictor` has it)."""
+
+    tasks: tuple[str, ...]
+    class_names: Mapping[str, Sequence[str]]
+
+    def predict(self, image: np.ndarray) -> Any: ...
+
+
+def evaluate(
+    predictor: PredictorLike,
+    dataset: Dataset,
+    class_names: Mapping[str, Sequence[str]] | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every sample of ``dataset`` through ``predictor`` and score the checkpoint's tasks.
+
+    Samples count for the tasks they are labelled for (``mask``: segmentation, ``boxes``:
+    detection) among the predictor's tasks; VOC ``difficult`` boxes are neither positives
+    nor false positives; mask pixels 255 are ignored. A sample whose ``image_id`` was
+    already seen is skipped: datasets hand out the next sample in place of an undecodable
+    one.
+
+    Args:
+        predictor: a Predictor (or object with ``predict``, ``tasks``, ``class_names``);
+            for mAP build it with a low score threshold (e.g. 0.01) and 100+ detections.
+        dataset: samples ``(image uint8 [3, H, W], target)`` in the data sample contract.
+        class_names: ``{task: names}`` the dataset's labels index; default read from the
+            dataset (``seg_classes`` / ``det_classes``). Must equal the checkpoint's.
+        max_images: score only the first ``max_images`` samples.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        JSON-safe dict (NaN → None): ``tasks``; ``num_images`` (``total`` predicted, per
+        task, ``unlabelled`` for none of the tasks, ``skipped`` repeats); ``latency_ms``
+        (``count``, ``p50``, ``p90``, ``mean`` of ``timings.total_ms``);
+        ``detection_params`` when the predictor has them; and per
+        evaluated task a section: ``segmentation`` (``miou``, ``iou`` by class name,
+        ``pixel_accuracy``, ``mean_accuracy``, ``num_pixels``, ``num_images``) and
+        ``detection`` (``voc07_map``, ``voc_map`` (AP50), ``coco_map``, ``coco_ap50``,
+        ``coco_ap75``, ``per_class_ap_voc07`` / ``per_class_ap_voc`` / ``per_class_ap_coco``
+        by class name, ``num_detections``, ``num_ground_truth``, ``num_images``).
+
+    Raises:
+        ClassMismatchError: the dataset's and the checkpoint's class names differ.
+        EvaluationError: no sample is labelled for the checkpoint's tasks, a sample is not
+            in the contract, or its labels are out of range (message names the sample).
+    """
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be >= 1, got {max_images}")
+    tasks = tuple(t for t in TASKS if t in tuple(predictor.tasks))
+    if not tasks:
+        raise EvaluationError(f"the predictor has no task among {TASKS} (tasks {tuple(predictor.tasks)})")
+    model_names = {task: list(predictor.class_names[task]) for task in tasks}
+    if class_names is None:
+        class_names = dataset_class_names(dataset)
+    dataset_names = {task: list(names) for task, names in class_names.items()}
+    for task in tasks:
+        if task in dataset_names:
+            _check_class_names(task, dataset_names[task], model_names[task])
+    _warn_on_high_score_threshold(predictor)
+
+    confusion = ConfusionMatrix(len(model_names["segmentation"]), IGNORE_INDEX) if "segmentation" in tasks else None
+    detections = DetectionEvaluator(model_names["detection"]) if "detection" in tasks else None
+    counts = {task: 0 for task in tasks}
+    latencies: list[float] = []
+    seen_ids: set = set()
+    skipped = unlabelled = 0
+    total = len(dataset) if max_images is None else min(len(dataset), max_images)
+    for index in tqdm(range(total), desc="evaluate", unit="img", disable=not progress, leave=False):
+        try:
+            image, target = dataset[index]
+        except RuntimeError as exc:  # LabelledImageDataset: every remaining sample is undecodable
+            raise EvaluationError(str(exc)) from exc
+        image_id = target.get("image_id", index) if isinstance(target, Mapping) else index
+        if image_id in seen_ids:
+            skipped += 1
+            continue
+        seen_ids.add(image_id)
+        labelled = [t for t in tasks if isinstance(target, Mapping) and TASK_TARGET_KEYS[t] in target]
+        if not labelled:
+            unlabelled += 1
+            continue
+        for task in labelled:
+            if counts[task] == 0 and task not in dataset_names:
+                raise EvaluationError(f"cannot tell which {task} classes the dataset's labels index (it has no "
+                                      f"{'seg_classes' if task == 'segmentation' else 'det_classes'}); "
+                                      "pass class_names")
+        prediction = predictor.predict(_image_array(image, image_id))
+        latencies.append(float(prediction.timings.total_ms))
+        try:
+            if "segmentation" in labelled:
+                confusion.update(_mask_of(prediction, image_id), _as_numpy(target["mask"]).astype(np.int64))
+            if "detection" in labelled:
+                difficult = target.get("difficult")
+                detections.add(image_id, prediction.boxes, prediction.scores, prediction.labels,
+                               _as_numpy(target["boxes"]).reshape(-1, 4), _as_numpy(target["labels"]),
+                               None if difficult is None else _as_numpy(difficult).astype(bool))
+        except (TypeError, ValueError) as exc:
+            raise EvaluationError(f"sample {image_id!r}: {exc}") from exc
+        for task in labelled:
+            counts[task] += 1
+
+    if not any(counts.values()):
+        raise EvaluationError(f"no sample of the dataset is labelled for the checkpoint's tasks {list(tasks)} "
+                              f"({total} samples looked at)")
+    result: dict[str, Any] = {
+        "tasks": list(tasks),
+        "num_images": {"total": len(latencies), **counts, "unlabelled": unlabelled, "skipped": skipped},
+        "latency_ms": latency_percentiles(latencies),
+    }
+    params = getattr(predictor, "detection_params", None)
+    if "detection" in tasks and params is not None:
+        result["detection_params"] = {"score_threshold": params.score_threshold, "nms_iou": params.nms_iou,
+                                      "max_detections": params.max_detections}
+    if counts.get("segmentation"):
+        seg = confusion.compute()
+        seg["iou"] = dict(zip(model_names["segmentation"], seg["iou"]))
+        result["segmentation"] = {**seg, "num_images": counts["segmentation"]}
+    if counts.get("detection"):
+        det = detections.compute()
+        result["detection"] = {**det, "num_images": counts["detection"]}
+    return json_safe(result)
+
+
+def latency_percentiles(values_ms: Sequence[float]) -> dict[str, Any]:
+    """``count``, ``p50``, ``p90`` and ``mean`` of latencies in ms (NaN when there are none)."""
+    values = np.asarray(values_ms, dtype=np.float64)
+    if values.size == 0:
+        return {"count": 0, "p50": math.nan, "p90": math.nan, "mean": math.nan}
+    p50, p90 = np.percentile(values, [50, 90])
+    return {"count": int(values.size), "p50": float(p50), "p90": float(p90), "mean": float(values.mean())}
+
+
+def _check_class_names(task: str, dataset_names: list[str], model_names: list[str]) -> None:
+    if dataset_names != model_names:
+        option = "seg_classes" if task == "segmentation" else "det_classes"
+        raise ClassMismatchError(f"{task} classes differ: dataset {dataset_names} vs checkpoint {model_names} "
+                                 f"(build the dataset with {option}: {model_names})")
+
+
+def _warn_on_high_score_threshold(predictor: PredictorLike) -> None:
+    params = getattr(predictor, "detection_params", None)
+    if "detection" in predictor.tasks and params is not None and params.score_threshold > HIGH_SCORE_THRESHOLD:
+        log.warning("detection score threshold %.2f drops low-scoring boxes: AP will be underestimated "
+                    "(use about 0.01 for mAP)", params.score_threshold)
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _image_array(image: Any, image_id: Any) -> np.ndarray:
+    """[3, H, W] uint8 tensor/array → contiguous [H, W, 3] uint8 array."""
+    array = _as_numpy(image)
+    if array.ndim != 3 or array.shape[0] != 3:
+        raise EvaluationError(f"sample {image_id!r}: image must be [3, H, W], got shape {tuple(array.shape)}")
+    if array.dtype != np.uint8:
+        raise EvaluationError(f"sample {image_id!r}: image must be uint8, got {array.dtype} "
+                              "(build the dataset without transforms)")
+    return np.ascontiguousarray(array.transpose(1, 2, 0))
+
+
+def _mask_of(prediction: Any, image_id: Any) -> np.ndarray:
+    if prediction.mask is None:
+        raise EvaluationError(f"sample {image_id!r}: the predictor returned no mask for a segmentation model")
+    return np.asarray(prediction.mask).astype(np.int64)

@@ -1,0 +1,296 @@
+"""mtl-eval: evaluate() plumbing against the metrics, stub predictors with known answers, the CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import ConcatDataset
+
+from node_fixtures import DET_NAMES, SEG_NAMES, make_tiny_checkpoints
+
+from mtl_perception.checkpoint import make_checkpoint, save_checkpoint
+from mtl_perception.data import CocoDetection, SegmentationFolder
+from mtl_perception.evaluation import ClassMismatchError, EvaluationError, evaluate
+from mtl_perception.evaluation.cli import main
+from mtl_perception.metrics import ConfusionMatrix, DetectionEvaluator, json_safe
+from mtl_perception.models import ModelConfig, build_model
+from mtl_perception.postprocess import DetectionParams
+from mtl_perception.predictor import Predictor, StageTimings
+
+H, W = 24, 32
+SEG_CLASS_MAP = {"name": "tiny_seg", "segmentation": SEG_NAMES}
+IGNORED_PIXELS_PER_MASK = 4 * 5
+
+
+def random_image(seed):
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A seg folder (3 images, masks with an ignored block) and a COCO detection set (3 images)."""
+    root = tmp_path_factory.mktemp("eval_data")
+    (root / "seg_images").mkdir()
+    (root / "seg_masks").mkdir()
+    for k in range(3):
+        Image.fromarray(random_image(k)).save(root / "seg_images" / f"s{k}.png")
+        mask = np.random.default_rng(10 + k).integers(0, len(SEG_NAMES), (H, W)).astype(np.uint8)
+        mask[:4, :5] = 255
+        Image.fromarray(mask, mode="L").save(root / "seg_masks" / f"s{k}.png")
+    (root / "det_images").mkdir()
+    for k in range(3):
+        Image.fromarray(random_image(100 + k)).save(root / "det_images" / f"d{k}.png")
+    coco = {
+        "images": [{"id": k + 1, "file_name": f"d{k}.png", "width": W, "height": H} for k in range(3)],
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 8, 12], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [14, 4, 12, 9], "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 2, "bbox": [5, 5, 20, 15], "iscrowd": 0},
+            {"id": 4, "image_id": 2, "category_id": 1, "bbox": [0, 0, 6, 6], "iscrowd": 1},  # difficult
+            {"id": 5, "image_id": 3, "category_id": 1, "bbox": [20, 10, 10, 12], "iscrowd": 0},
+        ],
+    }
+    (root / "instances.json").write_text(json.dumps(coco))
+    return root
+
+
+def seg_dataset(data_dir, class_map=SEG_CLASS_MAP):
+    return SegmentationFolder(data_dir / "seg_images", data_dir / "seg_masks", class_map)
+
+
+def det_dataset(data_dir):
+    return CocoDetection(data_dir / "det_images", data_dir / "instances.json", crowd="difficult")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("eval_ckpt"))
+
+
+@pytest.fixture(scope="module")
+def multitask_predictor(checkpoints):
+    return Predictor(checkpoints["multitask"], device="cpu", detection=DetectionParams(score_threshold=0.01))
+
+
+# -- a stub of the Predictor interface that answers with (a variant of) the ground truth ---------
+
+
+class GroundTruthPredictor:
+    """Predicts each image's labels, found by the image's pixels; ``drop`` filters GT boxes."""
+
+    def __init__(self, datasets, tasks, drop=lambda label, difficult: False):
+        self.tasks = tuple(tasks)
+        self.class_names = {"segmentation": SEG_NAMES, "detection": DET_NAMES}
+        self.answers = {}
+        for dataset in datasets:
+            for index in range(len(dataset)):
+                image, target = dataset[index]
+                self.answers[image.permute(1, 2, 0).numpy().tobytes()] = target
+        self.drop = drop
+        self.calls = 0
+
+    def predict(self, image):
+        target = self.answers[image.tobytes()]
+        self.calls += 1
+        mask = None
+        if "segmentation" in self.tasks:
+            mask = target["mask"].numpy().copy() if "mask" in target else np.zeros(image.shape[:2], np.uint8)
+            mask[mask == 255] = 0
+        boxes, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        if "detection" in self.tasks and "boxes" in target:
+            difficult = target.get("difficult", torch.zeros(len(target["labels"]), dtype=torch.bool)).numpy()
+            keep = np.array([not self.drop(int(lab), bool(d)) for lab, d in zip(target["labels"], difficult)], bool)
+            boxes = target["boxes"].numpy()[keep] if keep.size else boxes
+            labels = target["labels"].numpy()[keep] if keep.size else labels
+        return SimpleNamespace(mask=mask, boxes=boxes, scores=np.ones(len(boxes), np.float32), labels=labels,
+                               timings=StageTimings(total_ms=10.0 * self.calls))
+
+
+def test_ground_truth_answers_score_perfectly(data_dir):
+    datasets = [seg_dataset(data_dir), det_dataset(data_dir)]
+    stub = GroundTruthPredictor(datasets, ["segmentation", "detection"])
+    result = evaluate(stub, ConcatDataset(datasets), progress=False)
+    seg, det = result["segmentation"], result["detection"]
+    assert seg["miou"] == 1.0 and seg["pixel_accuracy"] == 1.0
+    assert seg["iou"] == {"background": 1.0, "road": 1.0, "building": 1.0}
+    assert seg["num_pixels"] == 3 * (H * W - IGNORED_PIXELS_PER_MASK)  # 255 ignored
+    assert det["voc_map"] == 1.0 and det["voc07_map"] == 1.0
+    assert det["coco_map"] == pytest.approx(1.0) and det["coco_ap75"] == pytest.approx(1.0)
+    assert det["per_class_ap_voc"] == {"person": 1.0, "car": 1.0}
+    assert det["num_ground_truth"] == 5  # difficult box included
+    assert result["num_images"] == {"total": 6, "segmentation": 3, "detection": 3, "unlabelled": 0, "skipped": 0}
+    # Latencies 10, 20, ..., 60 ms from the stub's timings.
+    assert result["latency_ms"]["count"] == 6
+    assert result["latency_ms"]["p50"] == pytest.approx(35.0)
+    assert result["latency_ms"]["p90"] == pytest.approx(55.0)
+    json.dumps(result, allow_nan=False)
+
+
+def test_missed_class_and_difficult_boxes(data_dir):
+    dataset = det_dataset(data_dir)
+    # Missing only the difficult box costs nothing (VOC devkit rule)...
+    no_difficult = GroundTruthPredictor([dataset], ["detection"], drop=lambda label, difficult: difficult)
+    det = evaluate(no_difficult, dataset, progress=False)["detection"]
+    assert det["voc_map"] == 1.0 and det["coco_map"] == pytest.approx(1.0)
+    assert det["num_detections"] == 4
+    # ...missing every car gives car AP 0, person AP 1.
+    no_cars = GroundTruthPredictor([dataset], ["detection"], drop=lambda label, difficult: label == 1)
+    det = evaluate(no_cars, dataset, progress=False)["detection"]
+    assert det["per_class_ap_voc"] == {"person": 1.0, "car": 0.0}
+    assert det["voc_map"] == 0.5
+    assert det["per_class_ap_coco"]["car"] == 0.0
+
+
+def test_evaluate_feeds_the_metrics_exactly(data_dir, multitask_predictor):
+    datasets = [seg_dataset(data_dir), det_dataset(data_dir)]
+    result = evaluate(multitask_predictor, ConcatDataset(datasets), progress=False)
+
+    confusion = ConfusionMatrix(len(SEG_NAMES))
+    detections = DetectionEvaluator(DET_NAMES)
+    for dataset in datasets:
+        for index in range(len(dataset)):
+            image, target = dataset[index]
+            prediction = multitask_predictor.predict(image.permute(1, 2, 0).numpy().copy())
+            if "mask" in target:
+                confusion.update(prediction.mask, target["mask"].numpy())
+            else:
+                detections.add(target["image_id"], prediction.boxes, prediction.scores, prediction.labels,
+                               target["boxes"], target["labels"], target["difficult"])
+    expected_seg = confusion.compute()
+    expected_seg["iou"] = dict(zip(SEG_NAMES, expected_seg["iou"]))
+    expected_det = detections.compute()
+    assert expected_det["num_detections"] > 0 and expected_seg["num_pixels"] == 3 * (H * W - IGNORED_PIXELS_PER_MASK)
+    assert result["segmentation"] == {**json_safe(expected_seg), "num_images": 3}
+    assert result["detection"] == {**json_safe(expected_det), "num_images": 3}
+    assert result["detection_params"]["score_threshold"] == 0.01
+
+
+def test_only_the_checkpoint_tasks_are_scored(data_dir, checkpoints):
+    both = ConcatDataset([seg_dataset(data_dir), det_dataset(data_dir)])
+    detector = Predictor(checkpoints["detection"], device="cpu")
+    result = evaluate(detector, both, progress=False)
+    assert "segmentation" not in result and result["detection"]["num_images"] == 3
+    assert result["num_images"] == {"total": 3, "detection": 3, "unlabelled": 3, "skipped": 0}
+    segmenter = Predictor(checkpoints["segmentation"], device="cpu")
+    with pytest.raises(EvaluationError, match="no sample of the dataset is labelled"):
+        evaluate(segmenter, det_dataset(data_dir), progress=False)
+
+
+def test_class_name_mismatch_is_refused(data_dir, multitask_predictor):
+    renamed = {"name": "other", "segmentation": ["background", "building", "road"]}
+    with pytest.raises(ClassMismatchError, match=r"segmentation classes differ: dataset \['background', 'building', "
+                                                 r"'road'\] vs checkpoint \['background', 'road', 'building'\]"):
+        evaluate(multitask_predictor, seg_dataset(data_dir, renamed), progress=False)
+    stub = GroundTruthPredictor([], ["segmentation"])
+    with pytest.raises(EvaluationError, match="cannot tell which segmentation classes"):
+        evaluate(stub, [(torch.zeros(3, 4, 4, dtype=torch.uint8), {"image_id": "x", "mask": torch.zeros(4, 4)})],
+                 progress=False)
+
+
+def test_max_images_and_undecodable_images(data_dir, tmp_path):
+    dataset = seg_dataset(data_dir)
+    stub = GroundTruthPredictor([dataset], ["segmentation"])
+    assert evaluate(stub, dataset, max_images=2, progress=False)["num_images"]["total"] == 2
+    # A corrupt middle image: the dataset hands out the next one in its place, which is counted once.
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for k in range(3):
+        (images / f"s{k}.png").write_bytes((data_dir / "seg_images" / f"s{k}.png").read_bytes())
+        (masks / f"s{k}.png").write_bytes((data_dir / "seg_masks" / f"s{k}.png").read_bytes())
+    (images / "s1.png").write_bytes(b"not a png")
+    result = evaluate(stub, SegmentationFolder(images, masks, SEG_CLASS_MAP), progress=False)
+    assert result["num_images"]["total"] == 2 and result["num_images"]["skipped"] == 1
+    assert stub.calls == 4
+    assert result["segmentation"]["num_pixels"] == 2 * (H * W - IGNORED_PIXELS_PER_MASK)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aerial_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    config = ModelConfig(trunk="resnet18", input_size=(64, 64), num_seg_classes=2, num_det_classes=1,
+                         det_extra_channels=(32, 32, 32), seg_head_channels=16, anchor_min_ratio=0.1)
+    names = {"segmentation": ["background", "building"], "detection": ["tree"]}
+    path = tmp_path_factory.mktemp("aerial_ckpt") / "aerial.pt"
+    return save_checkpoint(make_checkpoint(build_model(config).eval(), names, {"name": "tiny-aerial"}), path)
+
+
+def write_config(path, cfg):
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_writes_metrics_json(data_dir, checkpoints, tmp_path, capsys):
+    config = write_config(tmp_path / "val.yaml", {"type": "coco", "image_dir": str(data_dir / "det_images"),
+                                                   "ann_file": str(data_dir / "instances.json"), "crowd": "difficult"})
+    out = tmp_path / "out" / "metrics.json"
+    code = main(["--checkpoint", str(checkpoints["multitask"]), "--dataset-config", str(config), "--device", "cpu",
+                 "--out", str(out), "--no-progress", "--max-detections", "50"])
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["model"] == "tiny-multitask" and metrics["dataset"]["type"] == "coco"
+    assert metrics["num_images"]["detection"] == 3 and metrics["detection"]["num_ground_truth"] == 5
+    assert metrics["detection_params"] == {"score_threshold": 0.01, "nms_iou": 0.45, "max_detections": 50}
+    assert metrics["detection"]["num_detections"] <= 3 * 50
+    assert [p.name for p in out.parent.iterdir()] == ["metrics.json"]  # no temp file left
+    printed = capsys.readouterr().out
+    assert "VOC AP50" in printed and "car" in printed and f"wrote {out}" in printed
+
+
+@pytest.mark.parametrize("dataset, task", [("deepforest_trees", "detection"), ("solaris_buildings", "segmentation")])
+def test_cli_real_aerial_heldout_splits(aerial_checkpoint, tmp_path, dataset, task):
+    out = tmp_path / "metrics.json"
+    code = main(["--checkpoint", str(aerial_checkpoint), "--dataset", dataset, "--split", "heldout",
+                 "--device", "cpu", "--max-images", "1", "--out", str(out), "--no-progress"])
+    assert code == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["dataset"] == {"type": dataset, "split": "heldout"}
+    assert metrics["num_images"]["total"] == 1 and metrics["num_images"][task] == 1
+    assert task in metrics and ({"segmentation", "detection"} - {task}).isdisjoint(metrics)
+
+
+def test_cli_errors_are_one_line(data_dir, checkpoints, tmp_path, capsys):
+    seg_cfg = {"type": "seg_folder", "image_dir": str(data_dir / "seg_images"), "mask_dir": str(data_dir / "seg_masks"),
+               "class_map": {"name": "x", "segmentation": ["background", "building", "road"]}}
+    cases = [
+        (["--checkpoint", str(tmp_path / "missing.pt"), "--dataset", "solaris_buildings"], "checkpoint file not found"),
+        (["--checkpoint", str(checkpoints["multitask"]), "--dataset-config", str(tmp_path / "nope.yaml")],
+         "dataset config not found"),
+        (["--checkpoint", str(checkpoints["multitask"]),
+          "--dataset-config", str(write_config(tmp_path / "bad.yaml", {"type": "imagenet"}))], "needs 'type' in"),
+        (["--checkpoint", str(checkpoints["multitask"]),
+          "--dataset-config", str(write_config(tmp_path / "seg.yaml", seg_cfg))], "segmentation classes differ"),
+        (["--checkpoint", str(checkpoints["multitask"]), "--dataset", "voc"], "--dataset voc needs --root"),
+        (["--checkpoint", str(checkpoints["multitask"]), "--dataset", "solaris_buildings", "--max-images", "0"],
+         "--max-images must be >= 1"),
+    ]
+    for argv, message in cases:
+        out = tmp_path / "metrics.json"
+        assert main(argv + ["--device", "cpu", "--no-progress", "--out", str(out)]) == 2, message
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mtl-eval: error: ") and message in err and "\n" not in err, err
+        assert not out.exists()
+    assert main(["--checkpoint", str(checkpoints["multitask"]), "--dataset", "solaris_buildings",
+                 "--out", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--checkpoint", "x.pt"])  # neither --dataset nor --dataset-config
+    assert exit_info.value.code == 2
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mtl_perception.evaluation", "--checkpoint", str(tmp_path / "x.pt"),
+                           "--dataset", "deepforest_trees"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "x.pt: checkpoint file not found" in proc.stderr and "Traceback" not in proc.stderr
