@@ -74,6 +74,21 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
     return overrides
 
 
+def node_parameters(graph: str, params_file: str | os.PathLike, arguments: dict[str, object] | None = None) -> dict[str, dict]:
+    """The parameters each node of ``graph`` will get: YAML (``/**`` then ``/**/<node>``) plus the overrides."""
+    import yaml
+
+    path = resolve_package_path(str(params_file))
+    data = yaml.safe_load(path.read_text()) or {}
+    common = (data.get("/**") or {}).get("ros__parameters", {})
+    overrides = node_overrides(graph, arguments or {})
+    result = {}
+    for spec in GRAPHS[graph]:
+        own = (data.get(f"/**/{spec.executable}") or data.get(spec.executable) or {}).get("ros__parameters", {})
+        result[spec.executable] = {**common, **own, **overrides[spec.executable]}
+    return result
+
+
 def write_overrides_file(overrides: dict[str, dict[str, object]], directory: str | os.PathLike | None = None) -> Path:
     """Write per-node overrides as a parameter YAML keyed ``/**/<node>``.
 

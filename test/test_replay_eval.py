@@ -1,0 +1,169 @@
+"""Replay evaluation over real DDS: both graphs, lockstep and at rate, the comparison, and bad bags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from node_fixtures import DET_NAMES, SEG_NAMES, make_tiny_checkpoints
+
+pytestmark = pytest.mark.usefixtures("ros_node")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+def _frames(count: int):
+    from mtl_perception.bags.sources import SourceFrame
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(count):
+        image = rng.integers(0, 256, (96, 144, 3), dtype=np.uint8)
+        mask = np.zeros((96, 144), np.uint8)
+        mask[20:60, 30:90] = 1 + i % 2
+        mask[0:4] = 255
+        boxes = np.array([[30, 20, 90, 60], [100, 10, 140, 50]], np.float32)
+        frames.append(SourceFrame(image=image, name=f"synthetic{i}", boxes=boxes if i % 3 != 2 else None,
+                                  labels=np.array([1, 0]) if i % 3 != 2 else None, mask=mask if i % 3 != 1 else None))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    from mtl_perception.bags.make_bag import write_bag
+
+    path = tmp_path_factory.mktemp("bags") / "synthetic_bag"
+    write_bag(_frames(6), path, rate=5.0, start_ns=1_000_000_000_000, detection_classes=DET_NAMES,
+              segmentation_classes=SEG_NAMES)
+    return path
+
+
+def _arguments(checkpoints, graph):
+    if graph == "multitask":
+        return {"checkpoint": str(checkpoints["multitask"]), "device": "cpu"}
+    return {"segmentation_checkpoint": str(checkpoints["segmentation"]), "detection_checkpoint": str(checkpoints["detection"]),
+            "device": "cpu"}
+
+
+@pytest.mark.parametrize("graph,mode", [("multitask", "lockstep"), ("naive", "rate")])
+def test_replay_eval_reports_accuracy_latency_memory_and_size(bag, checkpoints, tmp_path, graph, mode):
+    from mtl_perception.bags.reader import BagReader
+    from mtl_perception.ros.replay_eval import run_replay
+
+    out = tmp_path / graph
+    report = run_replay(bag, graph, out, mode=mode, rate=1.0, arguments=_arguments(checkpoints, graph), overlays=2,
+                        frame_timeout=60)
+    assert report["frames"]["published"] == 6
+    if mode == "lockstep":
+        assert report["complete"] and report["frames"]["answered"] == 6
+    assert report["frames"]["answered"] >= 1
+    lat = report["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    seg, det = report["accuracy"]["segmentation"], report["accuracy"]["detection"]
+    assert seg["frames"] >= 1 and 0.0 <= seg["miou"] <= 1.0 and set(seg["per_class_iou"]) == set(SEG_NAMES)
+    assert det["frames"] >= 1 and 0.0 <= det["voc_map"] <= 1.0 and det["num_ground_truth"] >= 2
+    nodes = {"multitask": ["multitask_node"], "naive": ["segmentation_node", "detection_node"]}[graph]
+    for node in nodes:
+        assert report["nodes"][node]["frames_processed"] >= report["frames"]["answered"]
+        assert report["nodes"][node]["inference_ms_p50"] > 0
+        assert report["nodes"][node]["rss_peak_mb"] > 50
+    assert report["memory"]["inference_rss_mb"] == pytest.approx(sum(report["nodes"][n]["rss_peak_mb"] for n in nodes))
+    expected_size = sum(checkpoints[k].stat().st_size for k in (["multitask"] if graph == "multitask" else ["segmentation", "detection"]))
+    assert report["size_mb"] == pytest.approx(expected_size / 2**20)
+    assert report["overhead"]["predictor_p50_ms"] > 0 and report["overhead"]["ratio"] > 0
+    # Files: JSON, Markdown, plots, overlays, and an output bag readable by our reader.
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["frames"] == report["frames"]
+    assert "Replay evaluation" in (out / "report.md").read_text()
+    for name in ("latency_cdf.png", "per_class_iou.png", "per_class_ap.png"):
+        assert (out / name).stat().st_size > 1000
+    assert len(list((out / "overlays").glob("*.png"))) == 2
+    with BagReader(out / "outputs_bag", camera_topic="/replay/segmentation") as outputs:
+        assert outputs.topics["/replay/detections"].count >= report["frames"]["answered"]
+        assert "/replay/stats" in outputs.topics
+
+
+def test_replay_accuracy_matches_metrics_computed_from_the_recorded_outputs(bag, checkpoints, tmp_path):
+    """mIoU in the report equals the confusion matrix of the recorded masks against the bag's ground truth."""
+    from mtl_perception.bags.reader import BagReader
+    from mtl_perception.bags.typestore import deserialize, stamp_to_ns
+    from mtl_perception.image_codec import image_to_array
+    from mtl_perception.metrics import ConfusionMatrix
+    from mtl_perception.ros.replay_eval import run_replay
+
+    report = run_replay(bag, "multitask", tmp_path / "mt", arguments=_arguments(checkpoints, "multitask"), overlays=0)
+    with BagReader(bag) as source:
+        truth = source.ground_truth_masks()
+    matrix = ConfusionMatrix(len(SEG_NAMES))
+    seen = set()
+    with BagReader(tmp_path / "mt" / "outputs_bag", camera_topic="/replay/segmentation") as outputs:
+        for _, msgtype, _, raw in outputs.messages(["/replay/segmentation"]):
+            message = deserialize(raw, msgtype)
+            stamp = stamp_to_ns(message.header.stamp)
+            if stamp in truth and stamp not in seen:
+                seen.add(stamp)
+                matrix.update(image_to_array(message), truth[stamp])
+    assert len(seen) == report["accuracy"]["segmentation"]["frames"] == 4
+    assert matrix.compute()["miou"] == pytest.approx(report["accuracy"]["segmentation"]["miou"])
+
+
+def test_compare_writes_both_columns(bag, checkpoints, tmp_path):
+    from mtl_perception.ros.compare import run_compare
+
+    arguments = {**_arguments(checkpoints, "multitask"), **_arguments(checkpoints, "naive")}
+    table = run_compare(bag, tmp_path / "cmp", arguments=arguments, overlays=1, max_frames=3)
+    for column in ("multitask", "naive"):
+        assert table[column]["latency_ms_p50"] > 0 and table[column]["size_mb"] > 0 and table[column]["memory_mb"] > 0
+        assert table[column]["miou"] is not None
+    assert table["ratios"]["size"] == pytest.approx(table["naive"]["size_mb"] / table["multitask"]["size_mb"])
+    assert table["ratios"]["size"] > 1.3  # two trunks against one
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| checkpoint size (MB) |" in text and "naive ÷ multitask" in text
+    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["naive"]["size_mb"] == pytest.approx(table["naive"]["size_mb"])
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "mtl_perception.ros.replay_eval", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty_dir", "garbage", "no_camera", "truncated"])
+def test_bad_bags_give_a_clear_error_and_exit_2(bag, checkpoints, tmp_path, case):
+    from mtl_perception.bags.make_bag import write_bag
+    from mtl_perception.bags.sources import SourceFrame
+
+    path = tmp_path / case
+    if case == "empty_dir":
+        path.mkdir()
+    elif case == "garbage":
+        path = tmp_path / "garbage.mcap"
+        path.write_bytes(b"\x00garbage" * 100)
+    elif case == "no_camera":
+        write_bag([SourceFrame(image=np.zeros((8, 8, 3), np.uint8), name="x")], path, topic="/other/topic", rate=1.0)
+    elif case == "truncated":
+        [mcap] = list(bag.glob("*.mcap"))
+        path.mkdir()
+        (path / mcap.name).write_bytes(mcap.read_bytes()[: mcap.stat().st_size // 2])
+    extra = ["--camera-topic", "/camera/image_raw"] if case == "no_camera" else []
+    result = _cli("--bag", path, "--graph", "multitask", "--out", tmp_path / "out", "--checkpoint", checkpoints["multitask"],
+                  *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: bag") and str(path.name) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_graph_that_fails_to_start_exits_1_without_a_report(bag, checkpoints, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(checkpoints["multitask"].read_bytes()[:1000])
+    result = _cli("--bag", bag, "--graph", "multitask", "--out", tmp_path / "out", "--checkpoint", broken, cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "cannot read checkpoint" in result.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
