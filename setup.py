@@ -72,6 +72,7 @@ setup(
         "torchmetrics",
         "tensorboard",
         "psutil",
+        "tifffile",
     ],
     extras_require={
         "export": ["onnx", "onnxscript", "onnxruntime"],
