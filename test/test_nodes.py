@@ -228,17 +228,65 @@ def test_lifecycle_configure_fails_on_a_bad_checkpoint(ros_node, tmp_path, launc
     assert "cannot read checkpoint" in process.output()
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt", "wrong_task"])
-def test_plain_node_exits_non_zero_on_a_bad_checkpoint(tmp_path, checkpoints, problem):
-    path = {"missing": tmp_path / "nope.pt", "corrupt": tmp_path / "corrupt.pt", "wrong_task": checkpoints["segmentation"]}[problem]
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "wrong_task", "cuda_absent"])
+def test_plain_node_exits_non_zero_on_a_bad_checkpoint_or_device(tmp_path, checkpoints, problem):
+    if problem == "cuda_absent" and torch_cuda_available():
+        pytest.skip("this machine has CUDA")
+    path = {"missing": tmp_path / "nope.pt", "corrupt": tmp_path / "corrupt.pt", "wrong_task": checkpoints["segmentation"],
+            "cuda_absent": checkpoints["detection"]}[problem]
     if problem == "corrupt":
         path.write_bytes(checkpoints["detection"].read_bytes()[:2000])
-    result = subprocess.run(node_command("detection_node", f"checkpoint:={path}") + ["-r", "__ns:=/bad"],
+    device = "cuda" if problem == "cuda_absent" else "cpu"
+    result = subprocess.run(node_command("detection_node", f"checkpoint:={path}", f"device:={device}") + ["-r", "__ns:=/bad"],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert result.returncode != 0
-    expected = {"missing": "not found", "corrupt": "cannot read checkpoint", "wrong_task": "without the detection branch"}[problem]
+    expected = {"missing": "not found", "corrupt": "cannot read checkpoint", "wrong_task": "without the detection branch",
+                "cuda_absent": "CUDA is not available"}[problem]
     assert expected in result.stdout + result.stderr
-    assert str(path) in result.stdout + result.stderr
+    if problem != "cuda_absent":
+        assert str(path) in result.stdout + result.stderr
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_a_cuda_out_of_memory_frame_is_dropped_and_the_next_one_served(checkpoints):
+    """In-process node on real rclpy; the predictor raises CUDA OOM once, as a full GPU would."""
+    import rclpy
+    import torch
+    from rclpy.parameter import Parameter
+
+    from mtl_perception.ros.multitask_node import MultitaskNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MultitaskNode(context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoints["multitask"])),
+                                                               Parameter("device", value="cpu")])
+    try:
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        predictor = node.predictor
+        real_predict = predictor.predict
+        calls = []
+
+        def out_of_memory_once(image):
+            calls.append(image.shape)
+            if len(calls) == 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real_predict(image)
+
+        predictor.predict = out_of_memory_once
+        node.process_frame(image_msg(sample_image(40, 60), 1))
+        assert (node.frames_processed, node.frames_dropped) == (0, 1)
+        node.process_frame(image_msg(sample_image(40, 60), 2))
+        assert (node.frames_processed, node.frames_dropped) == (1, 1)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def test_naive_graph_from_the_project_cli_honours_the_same_contract(ros_node, checkpoints, launch_process, tmp_path):
