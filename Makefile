@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.mtl_perception_setup_stamp
 WS_STAMP := $(WS)/.mtl_perception_build_stamp
 
-.PHONY: setup build test test-fast clean
+.PHONY: setup build test test-fast bench demo clean
 
 setup: $(VENV_STAMP) $(WS_STAMP)
 
@@ -48,8 +48,14 @@ test: setup build
 test-fast: setup build
 	$(call run_pytest,-m "not slow")
 
-# bench: (coming with the benchmark work)
-# demo:  (coming with the evaluation work)
+# Table II without ROS: multitask vs naive pair, latency/memory/size ratios (bench_output/).
+bench: setup build
+	source scripts/ros_env.sh && python -P -m mtl_perception.bench --out bench_output $(BENCH_ARGS)
+
+# The main job: demo bag from real aerial images, replayed through the multitask graph
+# and the naive graph over ROS 2; report, plots and overlays in demo_output/.
+demo: setup build
+	source scripts/ros_env.sh && python -P -m mtl_perception.ros.demo --out demo_output $(DEMO_ARGS)
 
 clean:
 	rm -rf $(WS)
