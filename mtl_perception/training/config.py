@@ -94,6 +94,7 @@ class RunConfig:
     device: str = "auto"  # auto | cuda | cpu
     seed: int = 0
     workers: int = 0  # DataLoader worker processes
+    threads: int | None = None  # torch intra-op CPU threads (null: torch's default)
     deterministic: bool = True  # torch.use_deterministic_algorithms (warn only)
     freeze_trunk_bn: bool = False  # keep the trunk's BatchNorm statistics (eval mode) while training
     checkpoint_every_steps: int = 100  # training-state interval for --resume
@@ -155,6 +156,7 @@ class TrainConfig:
             (self.train.epochs is None or self.train.epochs >= 1, "train.epochs", "must be >= 1"),
             (self.train.max_steps is None or self.train.max_steps >= 1, "train.max_steps", "must be >= 1"),
             (self.train.workers >= 0, "train.workers", "must be >= 0"),
+            (self.train.threads is None or self.train.threads >= 1, "train.threads", "must be >= 1 or null"),
             (self.train.checkpoint_every_steps >= 1, "train.checkpoint_every_steps", "must be >= 1"),
             (self.train.eval_every_epochs >= 0, "train.eval_every_epochs", "must be >= 0"),
             (self.train.log_every_steps >= 1, "train.log_every_steps", "must be >= 1"),

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 # Keys that may change between a run and its resumption without changing the result.
-RESUME_MUTABLE_KEYS = {"train.workers", "train.progress", "train.log_every_steps", "train.checkpoint_every_steps"}
+RESUME_MUTABLE_KEYS = {"train.workers", "train.threads", "train.progress", "train.log_every_steps", "train.checkpoint_every_steps"}
 StepCallback = Callable[["Trainer", int, torch.Tensor, list], None]
 
 
@@ -93,6 +93,8 @@ class Trainer:
         self.amp = config.train.amp if self.device.type == "cuda" else "none"
         if config.train.amp != "none" and self.amp == "none":
             log.warning("train.amp=%s needs CUDA: training in fp32 on the CPU", config.train.amp)
+        if config.train.threads:
+            torch.set_num_threads(config.train.threads)
         init_distributed(self.context, self.device)
         seed_everything(config.train.seed)
         if config.train.deterministic:
@@ -135,6 +137,7 @@ class Trainer:
         self.best: dict[str, Any] = {"metric": config.eval.best_metric, "value": None, "step": None}
         self.history: list[dict[str, Any]] = []
         self.last_metrics: dict[str, Any] = {}
+        self.last_eval_step: int | None = None  # on every rank (rank 0 alone fills history)
         self._writer = None
 
     # -- state -----------------------------------------------------------------------------------
@@ -158,6 +161,7 @@ class Trainer:
             "step": self.step,
             "best": json_safe(self.best),
             "history": json_safe(self.history),
+            "last_eval_step": self.last_eval_step,
             "config": self.config.to_dict(),
         }
 
@@ -181,6 +185,7 @@ class Trainer:
         self.batches_done = int(state["sampler"]["batches_done"])
         self.best = dict(state["best"])
         self.history = list(state["history"])
+        self.last_eval_step = state["last_eval_step"]
         self.last_metrics = self.history[-1]["metrics"] if self.history else {}
         restore_rng_state(state["rng"])
 
@@ -330,7 +335,7 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.close()
-        if not self.history or self.history[-1]["step"] != self.step:
+        if self.last_eval_step != self.step:
             self._evaluate_and_save()
         broadcast_buffers(self.model, self.context)
         summary = {
@@ -361,6 +366,7 @@ class Trainer:
                     layer.eval()
 
     def _evaluate_and_save(self) -> None:
+        self.last_eval_step = self.step
         if self.context.is_main:
             metrics = self.evaluate() if self.data.val_datasets else {}
             self.train_mode()

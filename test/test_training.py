@@ -1,0 +1,299 @@
+"""Training pipeline on tiny synthetic data: config, schedule, data, loop, checkpoints, resume.
+
+The helpers ``make_tiny_data`` and ``tiny_config`` are shared with the other
+``test_training_*`` files.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from mtl_perception.checkpoint import load_checkpoint
+from mtl_perception.predictor import Predictor
+from mtl_perception.training.config import ConfigError, ScheduleConfig, apply_overrides, config_from_dict, load_config
+from mtl_perception.training.data import build_training_data, dataset_class_names
+from mtl_perception.training.optim import lr_factor
+from mtl_perception.training.state import load_training_state
+from mtl_perception.training.trainer import Trainer
+
+IMAGE_SIZE = 48
+NUM_DET_IMAGES = 6
+NUM_SEG_IMAGES = 6
+
+
+def make_tiny_data(root: Path) -> dict:
+    """A COCO detection set (bright squares, class ``square``) and a segmentation folder
+    (bright rectangles labelled ``blob``), train and val, as ``build_dataset`` configs."""
+    rng = np.random.default_rng(0)
+    root = Path(root)
+    configs = {}
+    for split, count in (("train", NUM_DET_IMAGES), ("val", 3)):
+        image_dir = root / f"det_{split}"
+        image_dir.mkdir(parents=True)
+        images, annotations = [], []
+        for index in range(count):
+            pixels = rng.integers(0, 60, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+            for _ in range(2):
+                side = int(rng.integers(10, 20))
+                x, y = (int(v) for v in rng.integers(0, IMAGE_SIZE - side, 2))
+                pixels[y:y + side, x:x + side] = 230
+                annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": 1,
+                                    "bbox": [x, y, side, side], "area": side * side, "iscrowd": 0})
+            Image.fromarray(pixels).save(image_dir / f"{index}.png")
+            images.append({"id": index + 1, "file_name": f"{index}.png", "width": IMAGE_SIZE, "height": IMAGE_SIZE})
+        ann_file = root / f"det_{split}.json"
+        ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
+                                        "categories": [{"id": 1, "name": "square"}]}))
+        configs[f"det_{split}"] = {"type": "coco", "image_dir": str(image_dir), "ann_file": str(ann_file)}
+    class_map = {"name": "blobs", "segmentation": ["background", "blob"]}
+    for split, count in (("train", NUM_SEG_IMAGES), ("val", 2)):
+        image_dir, mask_dir = root / f"seg_{split}" / "images", root / f"seg_{split}" / "masks"
+        image_dir.mkdir(parents=True)
+        mask_dir.mkdir(parents=True)
+        for index in range(count):
+            pixels = rng.integers(0, 60, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+            mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+            x, y = (int(v) for v in rng.integers(0, IMAGE_SIZE // 2, 2))
+            pixels[y:y + 20, x:x + 24] = (40, 200, 40)
+            mask[y:y + 20, x:x + 24] = 1
+            Image.fromarray(pixels).save(image_dir / f"{index}.png")
+            Image.fromarray(mask).save(mask_dir / f"{index}.png")
+        configs[f"seg_{split}"] = {"type": "seg_folder", "image_dir": str(image_dir), "mask_dir": str(mask_dir),
+                                   "class_map": class_map}
+    return configs
+
+
+def tiny_config_dict(sets: dict, **sections) -> dict:
+    """A config dict training a tiny resnet18 at 64x64 on ``make_tiny_data``'s sets."""
+    config = {
+        "task": "multitask",
+        "model": {"trunk": "resnet18", "input_size": [64, 64], "seg_head_channels": 16,
+                  "det_extra_channels": [32, 32, 32], "anchor_min_ratio": 0.15, "anchor_max_ratio": 0.8},
+        "trunk_weights": None,
+        "data": {"train": [{"dataset": sets["det_train"], "per_batch": 2},
+                           {"dataset": sets["seg_train"], "per_batch": 2}],
+                 "val": [sets["det_val"], sets["seg_val"]]},
+        "augmentation": {"zoom_out": False},
+        "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+        "schedule": {"name": "cosine", "warmup_steps": 2},
+        "loss": {},
+        "train": {"max_steps": 8, "seed": 3, "checkpoint_every_steps": 3, "eval_every_epochs": 1,
+                  "progress": False, "log_every_steps": 1, "device": "cpu", "threads": 1},
+        "eval": {"batch_size": 2},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(section), dict):
+            config[section] = {**config[section], **values}
+        else:
+            config[section] = values
+    return config
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """The tiny runs use one thread (far faster on a busy 2-core machine); give the rest back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("tiny_data"))
+
+
+def final_weights(path: Path) -> dict:
+    return load_training_state(path)["model"]
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+# -- config -------------------------------------------------------------------------------------
+
+def test_unknown_keys_are_errors_naming_the_key(tiny_data):
+    base = tiny_config_dict(tiny_data)
+    with pytest.raises(ConfigError, match="unknown key 'trainer'"):
+        config_from_dict({**base, "trainer": {}})
+    with pytest.raises(ConfigError, match=r"unknown key optimizer\.momentun"):
+        config_from_dict({**base, "optimizer": {"momentun": 0.9}})
+    with pytest.raises(ConfigError, match=r"unknown key model\.depth"):
+        config_from_dict({**base, "model": {"depth": 3}})
+    with pytest.raises(ConfigError, match=r"unknown key augmentation\.blur"):
+        config_from_dict({**base, "augmentation": {"blur": True}})
+    with pytest.raises(ConfigError, match=r"unknown key data\.train\[1\]\.weight"):
+        config_from_dict(tiny_config_dict(tiny_data, data={"train": [{"dataset": tiny_data["det_train"]},
+                                                                      {"dataset": tiny_data["seg_train"], "weight": 1}]}))
+    with pytest.raises(ConfigError, match=r"model\.num_det_classes is derived"):
+        config_from_dict({**base, "model": {"num_det_classes": 3}})
+    with pytest.raises(ConfigError, match="task must be one of"):
+        config_from_dict({**base, "task": "panoptic"})
+
+
+def test_yaml_file_and_overrides(tiny_data, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(tiny_data)))
+    config = load_config(path, ["task=detection", "train.max_steps=5", "data.train.1.per_batch=3",
+                                "optimizer.betas=[0.8, 0.9]", "model.input_size=[32, 48]"])
+    assert config.task == "detection" and config.tasks == ("detection",)
+    assert config.train.max_steps == 5
+    assert config.data.train[1].per_batch == 3
+    assert config.optimizer.betas == (0.8, 0.9)
+    assert config.augmentation_config().input_size == (32, 48)  # follows the model
+    assert config_from_dict(config.to_dict()) == config  # the stored dict rebuilds the config
+    with pytest.raises(ConfigError, match=f"{path}.*index below 2"):
+        load_config(path, ["data.train.2.per_batch=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["train.max_steps"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"{bad}: invalid YAML"):
+        load_config(bad)
+
+
+def test_warmup_then_cosine_and_step_schedules():
+    cosine = ScheduleConfig(name="cosine", warmup_steps=4, warmup_factor=0.2, min_lr_factor=0.1)
+    assert lr_factor(0, 24, cosine) == pytest.approx(0.2)
+    assert lr_factor(2, 24, cosine) == pytest.approx(0.6)
+    assert lr_factor(4, 24, cosine) == pytest.approx(1.0)
+    assert lr_factor(14, 24, cosine) == pytest.approx(0.1 + 0.9 * 0.5)  # halfway through the cosine
+    assert lr_factor(24, 24, cosine) == pytest.approx(0.1)
+    step = ScheduleConfig(name="step", milestones=(0.5, 0.75), gamma=0.1)
+    assert [lr_factor(s, 8, step) for s in (0, 3, 4, 5, 6, 7)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def test_class_names_come_from_the_datasets_and_single_tasks_keep_their_sources(tiny_data):
+    multitask = build_training_data(config_from_dict(tiny_config_dict(tiny_data)))
+    assert multitask.class_names == {"detection": ["square"], "segmentation": ["background", "blob"]}
+    assert multitask.samples_per_source == [2, 2]
+    assert len(multitask.val_datasets) == 2
+    seg = build_training_data(config_from_dict(tiny_config_dict(tiny_data, task="segmentation")))
+    assert seg.class_names == {"segmentation": ["background", "blob"]}
+    assert seg.samples_per_source == [2] and len(seg.train_dataset) == NUM_SEG_IMAGES
+    assert [name.split()[0] for name in seg.val_names] == ["data.val[1]"]
+    det_config = config_from_dict(tiny_config_dict(tiny_data, task="detection"))
+    model_config = det_config.model_config(build_training_data(det_config).class_names)
+    assert model_config.tasks == ("detection",) and model_config.num_det_classes == 1
+    assert dataset_class_names(seg.train_dataset) == {"segmentation": ["background", "blob"]}
+
+
+def test_disagreeing_class_lists_are_an_error(tiny_data):
+    other = {**tiny_data["seg_train"], "class_map": {"name": "x", "segmentation": ["background", "stone"]}}
+    config = config_from_dict(tiny_config_dict(tiny_data, data={
+        "train": [{"dataset": tiny_data["seg_train"]}, {"dataset": other}], "val": []}))
+    with pytest.raises(ConfigError, match="segmentation classes differ"):
+        build_training_data(config)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+def test_training_writes_deployable_checkpoints_logs_and_state(tiny_data, tmp_path):
+    config = config_from_dict(tiny_config_dict(tiny_data, loss={"learned_weights": True}))
+    trainer = Trainer(config, tmp_path / "run", command="mtl-train --config tiny.yaml")
+    assert trainer.steps_per_epoch == 3  # 6 samples per source, 2 per batch
+    initial_log_vars = {k: float(v.detach()) for k, v in trainer.loss.log_vars.items()}
+    summary = trainer.fit()
+    run = tmp_path / "run"
+    assert summary["steps"] == 8
+    # Evaluations after epochs 1 and 2 (steps 3, 6) and at the end (step 8).
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [3, 6, 8]
+    metrics = history[-1]["metrics"]
+    for key in ("seg_miou", "det_voc_ap50", "det_voc07_ap50", "det_coco_map", "det_coco_ap50", "score"):
+        assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["num_images"] == 5
+    assert set(metrics["seg_iou"]) == {"background", "blob"}
+    # The learned task weights were optimised.
+    assert any(float(v.detach()) != initial_log_vars[k] for k, v in trainer.loss.log_vars.items())
+
+    last = load_checkpoint(run / "last.pt")
+    assert last.metadata["step"] == 8 and last.metadata["command"] == "mtl-train --config tiny.yaml"
+    assert last.metadata["config"] == config.to_dict()
+    assert last.metadata["metrics"]["seg_miou"] == pytest.approx(metrics["seg_miou"])
+    assert last.class_names == {"segmentation": ["background", "blob"], "detection": ["square"]}
+    best = load_checkpoint(run / "best.pt")
+    assert best.metadata["metrics"]["score"] == max(h["metrics"]["score"] for h in history)
+    assert summary["best"]["value"] == pytest.approx(best.metadata["metrics"]["score"])
+    predictor = Predictor(run / "last.pt", device="cpu", warmup=0)
+    prediction = predictor.predict(np.zeros((48, 48, 3), dtype=np.uint8))
+    assert prediction.mask.shape == (48, 48)
+
+    state = load_training_state(run / "state.pt")  # weights_only=True inside
+    assert state["step"] == 8 and state["epoch"] == 2 and state["sampler"]["batches_done"] == 2
+    assert_same_weights(state["model"], trainer.model.state_dict())
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert state["loss"]["log_vars.detection"].shape == ()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((run / "summary.json").read_text())["steps"] == 8
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crash_at(step_to_crash: int):
+    def callback(trainer, step, images, targets):
+        if step == step_to_crash:
+            raise Crash(f"simulated crash at step {step}")
+    return callback
+
+
+def test_resume_ends_with_exactly_the_weights_of_an_uninterrupted_run(tiny_data, tmp_path):
+    # SGD momentum, learned task weights, dropout in the FCN head and augmentation all
+    # depend on restored state; the crash falls mid-epoch, after an evaluation.
+    config = config_from_dict(tiny_config_dict(tiny_data, loss={"learned_weights": True}, train={
+        "max_steps": 8, "seed": 3, "checkpoint_every_steps": 4, "eval_every_epochs": 1,
+        "progress": False, "device": "cpu", "workers": 0}))
+    reference = Trainer(config, tmp_path / "reference")
+    reference.fit()
+    interrupted = Trainer(config, tmp_path / "interrupted", step_callback=crash_at(7))
+    with pytest.raises(Crash):
+        interrupted.fit()
+    assert load_training_state(tmp_path / "interrupted" / "state.pt")["step"] == 6  # eval at epoch end saved it
+    resumed = Trainer(config, tmp_path / "interrupted")
+    summary = resumed.fit(resume=True)
+    assert summary["steps_this_session"] == 2
+    assert_same_weights(resumed.model.state_dict(), reference.model.state_dict())
+    assert_same_weights(resumed.loss.state_dict(), reference.loss.state_dict())
+    assert resumed.last_metrics["score"] == reference.last_metrics["score"]
+    # Changing the recipe of a run being resumed is refused.
+    changed = config_from_dict(tiny_config_dict(tiny_data, loss={"learned_weights": True},
+                                                optimizer={"name": "sgd", "lr": 0.02}))
+    with pytest.raises(ConfigError, match=r"optimizer\.lr \(0\.01 -> 0\.02\)"):
+        Trainer(changed, tmp_path / "interrupted").fit(resume=True)
+
+
+def test_worker_processes_do_not_change_the_result(tiny_data, tmp_path):
+    results = []
+    for workers in (0, 2):
+        config = config_from_dict(tiny_config_dict(tiny_data, train={
+            "max_steps": 3, "seed": 1, "workers": workers, "progress": False, "device": "cpu",
+            "eval_every_epochs": 0}, data={"train": tiny_config_dict(tiny_data)["data"]["train"], "val": []}))
+        trainer = Trainer(config, tmp_path / f"w{workers}")
+        trainer.fit()
+        results.append(trainer.model.state_dict())
+    assert_same_weights(*results)
+
+
+def test_single_task_baselines_train_with_the_same_recipe(tiny_data, tmp_path):
+    for task, metric in (("segmentation", "seg_miou"), ("detection", "det_voc_ap50")):
+        config = config_from_dict(tiny_config_dict(tiny_data, task=task, train={
+            "max_steps": 2, "progress": False, "device": "cpu", "eval_every_epochs": 0}))
+        summary = Trainer(config, tmp_path / task).fit()
+        checkpoint = load_checkpoint(tmp_path / task / "last.pt")
+        assert checkpoint.config.tasks == (task,)
+        assert set(checkpoint.class_names) == {task}
+        assert math.isfinite(summary["final_metrics"][metric])
+        other = "det_voc_ap50" if task == "segmentation" else "seg_miou"
+        assert other not in summary["final_metrics"]
