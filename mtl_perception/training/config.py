@@ -63,6 +63,7 @@ class OptimizerConfig:
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW
     weight_decay: float = 4e-5  # not applied to biases, norm layers and learned task weights
+    trunk_lr_factor: float = 1.0  # the pretrained trunk's lr relative to the branches'
 
 
 @dataclass
@@ -96,7 +97,9 @@ class RunConfig:
     workers: int = 0  # DataLoader worker processes
     threads: int | None = None  # torch intra-op CPU threads (null: torch's default)
     deterministic: bool = True  # torch.use_deterministic_algorithms (warn only)
-    freeze_trunk_bn: bool = False  # keep the trunk's BatchNorm statistics (eval mode) while training
+    # BatchNorm layers kept in eval mode while training: none | trunk (keep the pretrained
+    # statistics) | all (also the branches': no layer then depends on the batch's mix of tasks)
+    freeze_bn: str = "none"
     checkpoint_every_steps: int = 100  # training-state interval for --resume
     eval_every_epochs: int = 1  # 0: only at the end
     log_every_steps: int = 10
@@ -142,6 +145,7 @@ class TrainConfig:
             (self.task in TASK_CHOICES, "task", f"must be one of {TASK_CHOICES}"),
             (self.optimizer.name in ("sgd", "adamw"), "optimizer.name", "must be sgd or adamw"),
             (self.optimizer.lr > 0, "optimizer.lr", "must be positive"),
+            (self.optimizer.trunk_lr_factor >= 0, "optimizer.trunk_lr_factor", "must be >= 0"),
             (self.schedule.name in ("cosine", "step"), "schedule.name", "must be cosine or step"),
             (self.schedule.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0"),
             (0 < self.schedule.warmup_factor <= 1, "schedule.warmup_factor", "must be in (0, 1]"),
@@ -156,6 +160,7 @@ class TrainConfig:
             (self.train.epochs is None or self.train.epochs >= 1, "train.epochs", "must be >= 1"),
             (self.train.max_steps is None or self.train.max_steps >= 1, "train.max_steps", "must be >= 1"),
             (self.train.workers >= 0, "train.workers", "must be >= 0"),
+            (self.train.freeze_bn in ("none", "trunk", "all"), "train.freeze_bn", "must be none, trunk or all"),
             (self.train.threads is None or self.train.threads >= 1, "train.threads", "must be >= 1 or null"),
             (self.train.checkpoint_every_steps >= 1, "train.checkpoint_every_steps", "must be >= 1"),
             (self.train.eval_every_epochs >= 0, "train.eval_every_epochs", "must be >= 0"),

@@ -11,22 +11,24 @@ from torch import nn
 from .config import OptimizerConfig, ScheduleConfig
 
 
-def parameter_groups(model: nn.Module, loss_module: nn.Module, weight_decay: float) -> list[dict]:
-    """Weights with decay; biases, norm parameters and learned task weights without."""
-    decay, no_decay = [], []
+def parameter_groups(model: nn.Module, loss_module: nn.Module, lr: float, weight_decay: float,
+                     trunk_lr_factor: float = 1.0) -> list[dict]:
+    """Weights with decay; biases, norm parameters and learned task weights without; the
+    trunk's parameters at ``trunk_lr_factor * lr``. Empty groups are left out."""
+    trunk = {id(p) for p in getattr(model, "trunk", nn.Module()).parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for parameter in model.parameters():
         if parameter.requires_grad:
-            (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    no_decay.extend(p for p in loss_module.parameters() if p.requires_grad)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+            groups.setdefault((id(parameter) in trunk, parameter.ndim > 1), []).append(parameter)
+    groups.setdefault((False, False), []).extend(p for p in loss_module.parameters() if p.requires_grad)
+    return [{"params": params, "lr": lr * (trunk_lr_factor if in_trunk else 1.0),
+             "weight_decay": weight_decay if decays else 0.0}
+            for (in_trunk, decays), params in sorted(groups.items()) if params]
 
 
 def build_optimizer(config: OptimizerConfig, model: nn.Module, loss_module: nn.Module) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or AdamW over the model and the loss module's parameters."""
-    groups = parameter_groups(model, loss_module, config.weight_decay)
+    groups = parameter_groups(model, loss_module, config.lr, config.weight_decay, config.trunk_lr_factor)
     if config.name == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas))

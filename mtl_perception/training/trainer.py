@@ -358,10 +358,11 @@ class Trainer:
         return summary
 
     def train_mode(self) -> None:
-        """Training mode, with the trunk's BatchNorm layers in eval mode if ``train.freeze_trunk_bn``."""
+        """Training mode, with BatchNorm layers in eval mode as ``train.freeze_bn`` says."""
         self.module.train()
-        if self.config.train.freeze_trunk_bn:
-            for layer in self.model.trunk.modules():
+        frozen = {"none": None, "trunk": self.model.trunk, "all": self.model}[self.config.train.freeze_bn]
+        if frozen is not None:
+            for layer in frozen.modules():
                 if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
                     layer.eval()
 
@@ -385,7 +386,7 @@ class Trainer:
         means = mean_across_ranks(means, self.context, self.device)
         if not self.context.is_main:
             return
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = max(group["lr"] for group in self.optimizer.param_groups)  # the branches' lr
         weights = self.loss.task_weights()
         self._log_scalars("train", {**means, "lr": lr, **{f"weight_{k}": v for k, v in weights.items()}})
         parts = " ".join(f"{k} {means[k]:.4f}" for k in ("loss", "loss_seg", "loss_box", "loss_cls") if k in means)
