@@ -19,11 +19,12 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import write_text_atomic
 
 VARIANTS = ("multitask", "naive")
 
@@ -152,13 +153,6 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mtl-bench", description="Multitask vs naive pair: latency, memory, size (Table II).")
     parser.add_argument("--trunk", default="resnet50", help="trunk for untrained models (ignored with --checkpoints)")
@@ -214,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
               "input_size": results["multitask"]["input_size"], "results": results, "ratios": compare(results),
               "checkpoints": groups}
     table = markdown_table(report)
-    _atomic_write(out / "bench.json", json.dumps(report, indent=2) + "\n")
-    _atomic_write(out / "bench.md", "# Multitask vs naive (Table II)\n\n" + table)
+    write_text_atomic(out / "bench.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "bench.md", "# Multitask vs naive (Table II)\n\n" + table)
     print(table)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0

@@ -15,13 +15,13 @@ it and no pickled code ever runs):
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_output
 from .models.config import ModelConfig
 from .models.nets import PerceptionNet, build_model
 
@@ -98,18 +98,9 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike, weights_dty
 
 
 def atomic_torch_save(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, then ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` whole or not at all (see :func:`mtl_perception.atomic.atomic_output`)."""
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Checkpoint:

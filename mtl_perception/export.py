@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_output
 from .checkpoint import Checkpoint, load_checkpoint
 from .models.nets import OUTPUT_KEYS
 
@@ -53,13 +54,6 @@ def _example(checkpoint: Checkpoint, input_size: tuple[int, int] | None) -> tupl
     return torch.rand(1, 3, *size, generator=generator) * 255.0, size
 
 
-def _atomic_output(out_path: Path):
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_onnx(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.PathLike,
                 input_size: tuple[int, int] | None = None, opset: int = 18) -> Path:
     """Export to ONNX (input ``images``; outputs named as the head outputs)."""
@@ -68,9 +62,7 @@ def export_onnx(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.P
     checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     wrapper = _TupleOutputs(checkpoint.build_model()).eval()
     example, size = _example(checkpoint, input_size)
-    out_path = Path(out_path)
-    tmp = _atomic_output(out_path)
-    try:
+    with atomic_output(out_path) as tmp:
         with torch.no_grad():
             torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=wrapper.keys,
                               opset_version=opset, dynamo=True, external_data=False, verbose=False)
@@ -86,10 +78,7 @@ def export_onnx(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.P
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out_path
+    return Path(out_path)
 
 
 def export_torchscript(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.PathLike,
@@ -98,18 +87,13 @@ def export_torchscript(checkpoint: Checkpoint | str | os.PathLike, out_path: str
     checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     wrapper = _TupleOutputs(checkpoint.build_model()).eval()
     example, _ = _example(checkpoint, input_size)
-    out_path = Path(out_path)
-    tmp = _atomic_output(out_path)
-    try:
-        with torch.no_grad():
-            traced = torch.jit.trace(wrapper, (example,))
-        extra = {"output_keys.json": json.dumps(wrapper.keys), "class_names.json": json.dumps(checkpoint.class_names),
-                 "model_config.json": json.dumps(checkpoint.config.to_dict())}
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, (example,))
+    extra = {"output_keys.json": json.dumps(wrapper.keys), "class_names.json": json.dumps(checkpoint.class_names),
+             "model_config.json": json.dumps(checkpoint.config.to_dict())}
+    with atomic_output(out_path) as tmp:
         torch.jit.save(traced, str(tmp), _extra_files=extra)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out_path
+    return Path(out_path)
 
 
 def export_tensorrt(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, precision: str = "fp16") -> Path:
@@ -135,14 +119,9 @@ def export_tensorrt(onnx_path: str | os.PathLike, engine_path: str | os.PathLike
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
-    engine_path = Path(engine_path)
-    tmp = _atomic_output(engine_path)
-    try:
+    with atomic_output(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))
-        os.replace(tmp, engine_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return engine_path
+    return Path(engine_path)
 
 
 def check_onnx_parity(checkpoint: Checkpoint | str | os.PathLike, onnx_path: str | os.PathLike,

@@ -16,17 +16,15 @@ running (device, writing the output).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..atomic import write_json_atomic
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data.build import build_dataset
 from ..postprocess import DetectionParams
@@ -106,23 +104,6 @@ def load_dataset_config(path: Path) -> dict[str, Any]:
     if not isinstance(cfg, dict) or "type" not in cfg:
         raise UsageError(f"{path}: a dataset config must be a mapping with 'type' (e.g. type: voc)")
     return cfg
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to a temp file beside ``path``, then rename it into place."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from mtl_perception.atomic import atomic_output, write_json_atomic
 from mtl_perception.metrics import json_safe
 
 
@@ -23,20 +21,9 @@ def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
             "p99": float(np.percentile(values, 99)), "mean": float(values.mean()), "max": float(values.max())}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(json_safe(data), indent=2) + "\n")
+    """JSON with NaN as null, written atomically."""
+    write_json_atomic(path, json_safe(data))
 
 
 def _fmt(value, digits: int = 1, suffix: str = "") -> str:
@@ -210,15 +197,8 @@ def plot_per_class(values: dict[str, dict[str, float]], title: str, path: Path) 
 
 
 def _save_figure(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def per_class_from(reports: dict[str, dict], task: str, key: str) -> dict[str, dict[str, float]]:

@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mtl_perception.evaluation.report import (atomic_write_text, compare_markdown, compare_reports, per_class_from,
+from mtl_perception.atomic import write_text_atomic
+from mtl_perception.evaluation.report import (compare_markdown, compare_reports, per_class_from,
                                               plot_latency_cdf, plot_per_class, write_json)
 from mtl_perception.ros.replay_eval import add_graph_arguments, run_cli, run_replay
 
@@ -42,7 +43,7 @@ def run_compare(bag, out_dir, mode="lockstep", rate=1.0, params_file=None, argum
     markdown = "# Multitask vs naive, replayed through ROS 2 (Table II)\n\n" + compare_markdown(table)
     markdown += "\n" + "\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in plots) + "\n"
     write_json(out_dir / "compare.json", table)
-    atomic_write_text(out_dir / "compare.md", markdown)
+    write_text_atomic(out_dir / "compare.md", markdown)
     table["reports"] = reports
     table["markdown"] = markdown
     return table

@@ -31,12 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mtl_perception.atomic import write_text_atomic
 from mtl_perception.bags.errors import BagError
 from mtl_perception.bags.reader import BagReader
 from mtl_perception.bags.writer import BagWriter
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.evaluation.report import (latency_summary, per_class_from, plot_latency_cdf, plot_per_class,
-                                              replay_markdown, write_json, atomic_write_text)
+                                              replay_markdown, write_json)
 from mtl_perception.metrics import ConfusionMatrix, DetectionEvaluator
 from mtl_perception.ros.graph import DEFAULT_PARAMS, GRAPHS, node_parameters, start_graph
 from mtl_perception.ros.paths import resolve_package_path
@@ -535,7 +536,7 @@ def _write_report(report: dict, out_dir: Path) -> None:
         plots.append(str(plot_per_class(ap, "AP50 per class", out_dir / "per_class_ap.png")))
     report["plots"] = plots
     write_json(out_dir / "report.json", report)
-    atomic_write_text(out_dir / "report.md", replay_markdown(report))
+    write_text_atomic(out_dir / "report.md", replay_markdown(report))
 
 
 def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
