@@ -297,3 +297,29 @@ def test_single_task_baselines_train_with_the_same_recipe(tiny_data, tmp_path):
         assert math.isfinite(summary["final_metrics"][metric])
         other = "det_voc_ap50" if task == "segmentation" else "seg_miou"
         assert other not in summary["final_metrics"]
+
+
+def test_frozen_batchnorm_keeps_its_statistics_and_the_trunk_gets_its_own_lr(tiny_data, tmp_path):
+    def bn_means(model):
+        return {name: m.running_mean.clone() for name, m in model.named_modules()
+                if isinstance(m, torch.nn.BatchNorm2d)}
+
+    moved = {}
+    for freeze in ("none", "trunk", "all"):
+        config = config_from_dict(tiny_config_dict(tiny_data, optimizer={"name": "sgd", "lr": 0.01,
+                                                                         "trunk_lr_factor": 0.25},
+                                                   train={"max_steps": 1, "eval_every_epochs": 0,
+                                                          "progress": False, "device": "cpu", "freeze_bn": freeze}))
+        trainer = Trainer(config, tmp_path / freeze)
+        before = bn_means(trainer.model)
+        trainer.fit()
+        after = bn_means(trainer.model)
+        moved[freeze] = {name for name in before if not torch.equal(before[name], after[name])}
+        trunk_lrs = {g["lr"] for g in trainer.optimizer.param_groups
+                     if any(p is q for p in g["params"] for q in trainer.model.trunk.parameters())}
+        head_lr = max(g["lr"] for g in trainer.optimizer.param_groups)
+        assert len(trunk_lrs) == 1 and trunk_lrs.pop() == pytest.approx(0.25 * head_lr)
+    assert any(name.startswith("trunk.") for name in moved["none"])
+    assert any(not name.startswith("trunk.") for name in moved["none"])
+    assert moved["trunk"] and not any(name.startswith("trunk.") for name in moved["trunk"])
+    assert moved["all"] == set()
