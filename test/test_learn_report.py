@@ -36,6 +36,7 @@ def test_report_trains_the_three_models_at_one_budget_and_writes_md_json_and_che
                         ("detection", ("detection",))):
         checkpoint = load_checkpoint(tmp_path / "checkpoints" / f"demo_{task}.pt")
         assert checkpoint.config.tasks == tasks and checkpoint.metadata["step"] == 3
+        assert checkpoint.metadata["command"] == f"learn_report --out learn_output [task={task}]"
 
 
 def _metrics_on(trainer, datasets):

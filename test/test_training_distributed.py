@@ -65,3 +65,26 @@ def test_two_gloo_ranks_see_disjoint_batches_and_end_identical(tmp_path):
     run = tmp_path / "run"
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file() and (run / "state.pt").is_file()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == EPOCHS  # rank 0 alone evaluated
+
+
+def test_torchrun_launches_the_cli_on_two_cpu_ranks(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from mtl_perception.checkpoint import load_checkpoint
+
+    sets = make_tiny_data(tmp_path / "data")
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_config_dict(sets, train={"max_steps": 2, "eval_every_epochs": 0})))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "mtl_perception.training", "--config", str(config_path), "--output", str(tmp_path / "run")]
+    result = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[rank 0] INFO" in result.stderr and "[rank 1] INFO" not in result.stderr  # rank 0 alone logs
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint.metadata["step"] == 2
+    assert checkpoint.metadata["command"] == f"mtl-train --config {config_path} --output {tmp_path / 'run'}"

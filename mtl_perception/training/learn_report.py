@@ -68,10 +68,11 @@ def untrained_metrics(config: TrainConfig, output_dir: Path) -> dict[str, Any]:
     return trainer.evaluate()
 
 
-def train_run(config: TrainConfig, task: str, output_dir: Path) -> dict[str, Any]:
+def train_run(config: TrainConfig, task: str, output_dir: Path, command: str = "") -> dict[str, Any]:
+    """Train ``config`` as ``task``; ``command`` (the report's) goes into the checkpoints' metadata."""
     from .trainer import Trainer
 
-    trainer = Trainer(with_task(config, task), output_dir, command=f"learn_report ({task})")
+    trainer = Trainer(with_task(config, task), output_dir, command=f"{command} [task={task}]".strip())
     summary = trainer.fit()
     summary["num_parameters"] = sum(p.numel() for p in trainer.model.parameters())
     summary["train_sources"] = trainer.data.train_names
@@ -141,7 +142,7 @@ def build_report(config: TrainConfig, out: Path, command: str, checkpoints: Path
         shutil.rmtree(runs_dir)
     started = time.perf_counter()
     untrained = untrained_metrics(config, runs_dir / "untrained")
-    runs = {task: train_run(config, task, runs_dir / task) for task in RUNS}
+    runs = {task: train_run(config, task, runs_dir / task, command) for task in RUNS}
     results = {"untrained": table_row(untrained)}
     results.update({task: table_row(runs[task]["final_metrics"]) for task in RUNS})
     multitask = runs["multitask"]
