@@ -130,10 +130,19 @@ def require_launch():
         "launch_ros", reason="launch_ros is not installed (not on PyPI; needs a real ROS 2)")
 
 
+LOCALHOST_PROFILE = REPO_ROOT / "config" / "fastdds_localhost.xml"
+
+
 def set_test_ros_environment(domain_id):
-    """Isolate this test session's DDS traffic: own domain, localhost only."""
+    """Isolate this test session's DDS traffic: own domain, localhost only.
+
+    Localhost-only comes from the Fast DDS profile config/fastdds_localhost.xml, not from
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: that setting swaps LARGE_DATA for UDP on
+    loopback, where best-effort camera frames are lost (see the profile's comment).
+    """
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(LOCALHOST_PROFILE)
     os.environ.pop("ROS_LOCALHOST_ONLY", None)  # ignored by Kilted; avoid confusion
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

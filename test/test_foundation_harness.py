@@ -43,12 +43,12 @@ def test_launch_process_fixture_runs_outside_the_repo_with_the_session_env(launc
 
     process = launch_process([sys.executable, "-c",
                               "import os; print(os.getcwd(), os.environ['ROS_DOMAIN_ID'], "
-                              "os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'])"])
+                              "os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'], os.environ['FASTDDS_DEFAULT_PROFILES_FILE'])"])
     assert process.wait(timeout=30) == 0
-    cwd, domain_id, discovery = process.output().split()
+    cwd, domain_id, discovery, profile = process.output().split()
     assert cwd == str(tmp_path)
     assert domain_id == os.environ["ROS_DOMAIN_ID"] and 100 <= int(domain_id) <= 199
-    assert discovery == "LOCALHOST"
+    assert discovery == "SYSTEM_DEFAULT" and profile.endswith("config/fastdds_localhost.xml")
 
 
 def test_wait_for_messages_times_out_with_a_clear_error(ros_node, unique_topic):

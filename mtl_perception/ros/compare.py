@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: run_compare(args.bag, args.out, args.mode, args.rate, args.params, arguments,
                                        max_frames=args.max_frames, frame_timeout=args.frame_timeout,
                                        startup_timeout=args.startup_timeout, overlays=args.overlays,
-                                       camera_topic=args.camera_topic),
+                                       camera_topic=args.camera_topic, localhost=args.transport == "localhost"),
                    lambda table: print(table["markdown"] + f"\nwrote {Path(args.out) / 'compare.md'}"))
 
 

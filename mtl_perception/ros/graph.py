@@ -146,6 +146,23 @@ def node_commands(graph: str, params_file: str | os.PathLike, namespace: str = "
     return commands
 
 
+def localhost_profile() -> Path:
+    """config/fastdds_localhost.xml: a one-machine graph whose camera frames survive best-effort QoS."""
+    return resolve_package_path("config/fastdds_localhost.xml")
+
+
+def use_localhost_transport(env: dict[str, str]) -> dict[str, str]:
+    """Point ``env`` at the localhost Fast DDS profile unless it names a profile of its own.
+
+    ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST would replace the profile's transports (and lose
+    large best-effort frames), so the range is left to the profile (SYSTEM_DEFAULT).
+    """
+    if "FASTDDS_DEFAULT_PROFILES_FILE" not in env:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(localhost_profile())
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "SYSTEM_DEFAULT"
+    return env
+
+
 def graph_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """The nodes' environment: Fast DDS' LARGE_DATA transport unless set (see README)."""
     env = dict(os.environ if base is None else base)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import struct
 import sys
 import threading
@@ -39,7 +40,7 @@ from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.evaluation.report import (latency_summary, per_class_from, plot_latency_cdf, plot_per_class,
                                               replay_markdown, write_json)
 from mtl_perception.metrics import ConfusionMatrix, DetectionEvaluator
-from mtl_perception.ros.graph import DEFAULT_PARAMS, GRAPHS, node_parameters, start_graph
+from mtl_perception.ros.graph import DEFAULT_PARAMS, GRAPHS, node_parameters, start_graph, use_localhost_transport
 from mtl_perception.ros.paths import resolve_package_path
 
 NAMESPACE = "replay"
@@ -235,8 +236,12 @@ def _check_alive(graph_processes) -> None:
 def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str = "lockstep", rate: float = 1.0,
                params_file: str = DEFAULT_PARAMS, arguments: dict | None = None, max_frames: int | None = None,
                frame_timeout: float = 60.0, startup_timeout: float = 180.0, overlays: int = 3,
-               camera_topic: str | None = None, record: bool = True, baseline_frames: int = 20) -> dict:
+               camera_topic: str | None = None, record: bool = True, baseline_frames: int = 20,
+               localhost: bool = True) -> dict:
     """Replay ``bag_path`` through ``graph``; writes the report into ``out_dir`` and returns it.
+
+    ``localhost`` runs the graph and this process on the localhost Fast DDS profile
+    (config/fastdds_localhost.xml) unless FASTDDS_DEFAULT_PROFILES_FILE is already set.
 
     Raises:
         BagError: the bag is missing, empty, corrupt or lacks the camera topic.
@@ -250,6 +255,8 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         raise ValueError("rate must be positive")
     out_dir = Path(out_dir)
     arguments = dict(arguments or {})
+    if localhost:  # before rclpy creates this process' participant; the graph inherits it
+        use_localhost_transport(os.environ)
     with BagReader(bag_path, camera_topic) as bag:
         frames = list(bag.frames(decode=True))[:max_frames]
         truth_boxes = bag.ground_truth_detections()
@@ -282,17 +289,18 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         print(f"[replay] {graph}: replaying {len(frames)} frames ({mode})", flush=True)
         if mode == "lockstep":
             for frame in frames:
-                # Best-effort camera QoS may lose a frame on the wire; lockstep resends it (same
-                # stamp) every RESEND_S until answered, and times latency from the last send.
+                # Should the frame be lost on the wire (best-effort QoS), lockstep resends it
+                # (same stamp) every RESEND_S; latency counts from the first send either way.
                 deadline = time.monotonic() + frame_timeout
+                published[frame.stamp_ns] = replay.publish_raw(frame.rawdata)
                 while True:
-                    published[frame.stamp_ns] = replay.publish_raw(frame.rawdata)
                     wait = min(RESEND_S, deadline - time.monotonic())
                     if replay.wait_answered(frame.stamp_ns, required, wait, lambda: _check_alive(graph_processes)):
                         break
                     if time.monotonic() >= deadline:
                         warnings.append(f"frame {frame.stamp_ns} ns got no complete output within {frame_timeout} s")
                         break
+                    replay.publish_raw(frame.rawdata)
                     resent += 1
         else:
             first = frames[0].bag_time_ns
@@ -551,6 +559,9 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-timeout", type=float, default=60.0, help="seconds a frame may wait for its outputs")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--overlays", type=int, default=3, help="overlay frames saved as PNG")
+    parser.add_argument("--transport", choices=("localhost", "inherit"), default="localhost",
+                        help="localhost: config/fastdds_localhost.xml for this process and the graph (unless "
+                             "FASTDDS_DEFAULT_PROFILES_FILE is set); inherit: the environment as it is")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -565,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint", "device")}
     return run_cli(lambda: run_replay(args.bag, args.graph, args.out, args.mode, args.rate, args.params, arguments,
                                       args.max_frames, args.frame_timeout, args.startup_timeout, args.overlays,
-                                      args.camera_topic),
+                                      args.camera_topic, localhost=args.transport == "localhost"),
                    lambda report: print(replay_markdown(report) + f"\nwrote {Path(args.out) / 'report.md'}"))
 
 
