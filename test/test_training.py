@@ -323,3 +323,38 @@ def test_frozen_batchnorm_keeps_its_statistics_and_the_trunk_gets_its_own_lr(tin
     assert any(not name.startswith("trunk.") for name in moved["none"])
     assert moved["trunk"] and not any(name.startswith("trunk.") for name in moved["trunk"])
     assert moved["all"] == set()
+
+
+def test_cli_reports_config_errors_naming_the_file_and_key(tiny_data, tmp_path, capsys):
+    from mtl_perception.training.cli import main
+
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump({**tiny_config_dict(tiny_data), "optimiser": {"lr": 0.1}}))
+    assert main(["--config", str(path), "--output", str(tmp_path / "run")]) == 2
+    assert f"{path}: unknown key 'optimiser'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("task", ["multitask", "segmentation", "detection"])
+def test_shipped_demo_checkpoints_are_small_half_precision_mobilenets_with_their_provenance(task):
+    path = REPO_ROOT / "checkpoints" / f"demo_{task}.pt"
+    assert path.stat().st_size <= 20 * 2**20
+    checkpoint = load_checkpoint(path)
+    tasks = {"multitask": ("segmentation", "detection")}.get(task, (task,))
+    assert checkpoint.config.tasks == tasks
+    assert checkpoint.config.trunk == "mobilenet_v2" and checkpoint.config.input_size == (320, 320)
+    assert {v.dtype for v in checkpoint.state_dict.values() if v.is_floating_point()} == {torch.float16}
+    metadata = checkpoint.metadata
+    assert metadata["config"]["task"] == task and metadata["step"] == metadata["config"]["train"]["max_steps"]
+    assert metadata["command"].startswith("python -m mtl_perception.training.learn_report")
+    # The same recipe for the three: only the task differs.
+    recipe = {k: v for k, v in metadata["config"].items() if k != "task"}
+    reference = load_checkpoint(REPO_ROOT / "checkpoints" / "demo_multitask.pt").metadata["config"]
+    assert recipe == {k: v for k, v in reference.items() if k != "task"}
+    if "detection" in tasks:
+        assert metadata["metrics"]["det_voc_ap50"] > 0.05
+    if "segmentation" in tasks:
+        assert metadata["metrics"]["seg_iou"]["building"] > 0.1
