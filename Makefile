@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.mtl_perception_setup_stamp
 WS_STAMP := $(WS)/.mtl_perception_build_stamp
 
-.PHONY: setup build test test-fast bench demo clean
+.PHONY: setup build test test-fast bench demo learn-report demo-checkpoints clean
 
 setup: $(VENV_STAMP) $(WS_STAMP)
 
@@ -56,6 +56,14 @@ bench: setup build
 # and the naive graph over ROS 2; report, plots and overlays in demo_output/.
 demo: setup build
 	source scripts/ros_env.sh && python -P -m mtl_perception.ros.demo --out demo_output $(DEMO_ARGS)
+
+# Real-data learning report (~11 CPU minutes): learn_output/learn_report.md and .json
+learn-report: setup build
+	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output
+
+# Retrain checkpoints/demo_{multitask,segmentation,detection}.pt (the same three runs; also writes the report)
+demo-checkpoints: setup build
+	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output --checkpoints checkpoints
 
 clean:
 	rm -rf $(WS)

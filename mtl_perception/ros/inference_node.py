@@ -84,6 +84,8 @@ class InferenceNode(LifecycleNode):
         self.declare_parameter("reliability", "best_effort", _choice(
             "Input QoS reliability: best_effort (sensor data, camera drivers, ros2 bag play) or reliable.", ("best_effort", "reliable")))
         self.declare_parameter("input_transport", "raw", _choice("Subscribe to 'image' (raw) or 'image/compressed'.", ("raw", "compressed")))
+        self.declare_parameter("cpu_threads", 0, ParameterDescriptor(
+            description="torch intra-op threads of this process; 0 = torch's default (all cores).", read_only=True))
         self.declare_parameter("cuda_graph", False, ParameterDescriptor(description="Capture the network in a CUDA graph (CUDA only).", read_only=True))
         self.declare_parameter("managed", False, ParameterDescriptor(
             description="Run as a managed lifecycle node (wait for configure/activate); false = configure and activate at start.", read_only=True))
@@ -142,6 +144,8 @@ class InferenceNode(LifecycleNode):
             self.get_logger().error("parameter 'checkpoint' is empty: set it to a model checkpoint (.pt)")
             return TransitionCallbackReturn.FAILURE
         size = (self._param("input_height"), self._param("input_width"))
+        if self._param("cpu_threads") > 0:
+            torch.set_num_threads(self._param("cpu_threads"))
         try:
             path = resolve_package_path(checkpoint)
             self.predictor = Predictor(path, device=self._param("device"), precision=self._param("precision"),

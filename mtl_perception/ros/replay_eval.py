@@ -198,21 +198,30 @@ def _inference_nodes(graph: str) -> list[str]:
 # Both graphs answer a frame with a mask and a detection array; a frame is done when both arrived.
 REQUIRED_TOPICS = ["segmentation", "detections"]
 RESEND_S = 5.0
+BASELINE_SAMPLES = 20  # Predictor-only timings (frames repeated when the bag is shorter)
 
 
 def predictor_baseline(parameters: dict[str, dict], nodes: list[str], frames: list[np.ndarray]) -> dict:
     """Per-frame wall time of the bare Predictor(s) of the graph's inference nodes on the same frames,
     run one after the other in this process (before the graph starts, so nothing competes)."""
+    import torch
+
     from mtl_perception.predictor import Predictor
 
+    threads = int(parameters[nodes[0]].get("cpu_threads", 0))
+    if threads > 0:  # the nodes' setting, so both sides of the overhead ratio compute alike
+        torch.set_num_threads(threads)
     predictors = []
     for node in nodes:
         params = parameters[node]
         size = (int(params.get("input_height", 0)), int(params.get("input_width", 0)))
         predictors.append(Predictor(resolve_package_path(str(params["checkpoint"])), device=str(params.get("device", "auto")),
                                     precision=str(params.get("precision", "fp32")), input_size=size if all(size) else None))
+    for predictor in predictors:  # first calls pay for lazy initialisation, as the nodes' warm-up does
+        for image in frames[:2]:
+            predictor.predict(image)
     times = []
-    for image in frames:
+    for image in (frames * (1 + BASELINE_SAMPLES // max(1, len(frames))))[:max(BASELINE_SAMPLES, len(frames))]:
         start = time.perf_counter()
         for predictor in predictors:
             predictor.predict(image)
@@ -315,7 +324,9 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
                 time.sleep(0.1)
         wall = time.monotonic() - start
         time.sleep(0.5)  # stats of the last frame
-        overlay_paths = _capture_overlays(replay, frames[:overlays], out_dir / "overlays", frame_timeout) if overlays else []
+        spread = sorted({round(i) for i in np.linspace(0, len(frames) - 1, overlays)}) if overlays else []
+        overlay_paths = (_capture_overlays(replay, [frames[i] for i in spread], out_dir / "overlays", frame_timeout)
+                         if spread else [])
     finally:
         rss = sampler.stop()
         replay.shutdown()
