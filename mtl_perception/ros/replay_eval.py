@@ -287,9 +287,10 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
     topics = REQUIRED_TOPICS + ["stats"]
     log_dir = out_dir / "logs"
     graph_processes = start_graph(graph, params_file, NAMESPACE, f"/{NAMESPACE}/camera", arguments, log_dir=log_dir)
-    sampler = _MemorySampler(graph_processes.pids())
-    replay = _ReplayNode(camera_msgtype, topics)
+    sampler = replay = None
     try:
+        sampler = _MemorySampler(graph_processes.pids())
+        replay = _ReplayNode(camera_msgtype, topics)
         _wait_until_ready(replay, graph_processes, graph, frames[0].rawdata, startup_timeout)
         published: dict[int, float] = {}
         resent = 0
@@ -327,9 +328,10 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         spread = sorted({round(i) for i in np.linspace(0, len(frames) - 1, overlays)}) if overlays else []
         overlay_paths = (_capture_overlays(replay, [frames[i] for i in spread], out_dir / "overlays", frame_timeout)
                          if spread else [])
-    finally:
-        rss = sampler.stop()
-        replay.shutdown()
+    finally:  # whatever failed, no node process outlives the replay
+        rss = sampler.stop() if sampler else {}
+        if replay is not None:
+            replay.shutdown()
         graph_processes.stop()
     report = _build_report(graph, bag_path, mode, rate, frames, published, replay, required, wall, rss, nodes,
                            parameters, baseline, truth_boxes, truth_masks, bag_classes, warnings)
