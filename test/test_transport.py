@@ -49,3 +49,31 @@ def test_best_effort_camera_frames_arrive(ros_node, launch_process, unique_topic
         assert collector.messages[0].width == width
     finally:
         collector.close()
+
+
+ANNOUNCER = """
+import sys, time
+import rclpy
+from std_msgs.msg import String
+rclpy.init()
+node = rclpy.create_node("announcer_" + sys.argv[2])
+publisher = node.create_publisher(String, sys.argv[1], 10)
+expected, deadline = int(sys.argv[3]), time.monotonic() + 60
+while node.count_publishers(sys.argv[1]) < expected and time.monotonic() < deadline:
+    rclpy.spin_once(node, timeout_sec=0.2)
+seen = node.count_publishers(sys.argv[1])
+print("sees", seen, flush=True)
+deadline = time.monotonic() + 5  # stay visible while the others finish
+while time.monotonic() < deadline:
+    rclpy.spin_once(node, timeout_sec=0.2)
+sys.exit(0 if seen == expected else 1)
+"""
+
+
+def test_many_processes_discover_each_other(launch_process, unique_topic):
+    """Fast DDS announces to 4 participants' ports by default: without the profile's wider range,
+    the 5th and later processes on the host saw nobody (measured). Every one of 8 must see all 8."""
+    processes = [launch_process([sys.executable, "-c", ANNOUNCER, unique_topic, str(i), "8"], name=f"announcer{i}")
+                 for i in range(8)]
+    codes = [p.wait(timeout=90) for p in processes]
+    assert codes == [0] * 8, [p.output().strip() for p in processes]
