@@ -25,12 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text_atomic
+from .evaluation.report import latency_summary
 
 VARIANTS = ("multitask", "naive")
-
-
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
 def _rss_mb() -> float:
@@ -71,8 +68,8 @@ def run_worker(variant: str, checkpoints: list[str], device: str, precision: str
         "input_size": list(predictors[0].input_size),
         "frame_size": list(frame_size),
         "iters": iters,
-        "latency_ms": {"p50": _percentile(latencies, 50), "p90": _percentile(latencies, 90), "mean": float(np.mean(latencies))},
-        "stage_ms_p50": {k: _percentile(v, 50) for k, v in stages.items()},
+        "latency_ms": latency_summary(latencies),
+        "stage_ms_p50": {k: latency_summary(v)["p50"] for k, v in stages.items()},
         "parameters": int(sum(sum(p.numel() for p in pr.model.parameters()) for pr in predictors)),
         "checkpoint_mb": sum(Path(p).stat().st_size for p in checkpoints) / 2**20,
         "rss_growth_mb": peak_rss_mb - baseline_rss,

@@ -4,6 +4,7 @@
 ``mtl-eval`` (:mod:`mtl_perception.evaluation.cli`) is its command line.
 """
 
-from .evaluate import ClassMismatchError, EvaluationError, evaluate, latency_percentiles
+from .evaluate import ClassMismatchError, EvaluationError, evaluate
+from .report import latency_summary
 
-__all__ = ["ClassMismatchError", "EvaluationError", "evaluate", "latency_percentiles"]
+__all__ = ["ClassMismatchError", "EvaluationError", "evaluate", "latency_summary"]

@@ -10,7 +10,6 @@ that images keep their original size.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from ..metrics import ConfusionMatrix, DetectionEvaluator, json_safe
 from ..training.data import dataset_class_names
+from .report import latency_summary
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def evaluate(
     result: dict[str, Any] = {
         "tasks": list(tasks),
         "num_images": {"total": len(latencies), **counts, "unlabelled": unlabelled, "skipped": skipped},
-        "latency_ms": latency_percentiles(latencies),
+        "latency_ms": latency_summary(latencies),
     }
     params = getattr(predictor, "detection_params", None)
     if "detection" in tasks and params is not None:
@@ -162,15 +162,6 @@ def evaluate(
         det = detections.compute()
         result["detection"] = {**det, "num_images": counts["detection"]}
     return json_safe(result)
-
-
-def latency_percentiles(values_ms: Sequence[float]) -> dict[str, Any]:
-    """``count``, ``p50``, ``p90`` and ``mean`` of latencies in ms (NaN when there are none)."""
-    values = np.asarray(values_ms, dtype=np.float64)
-    if values.size == 0:
-        return {"count": 0, "p50": math.nan, "p90": math.nan, "mean": math.nan}
-    p50, p90 = np.percentile(values, [50, 90])
-    return {"count": int(values.size), "p50": float(p50), "p90": float(p90), "mean": float(values.mean())}
 
 
 def _check_class_names(task: str, dataset_names: list[str], model_names: list[str]) -> None:

@@ -24,6 +24,19 @@ def detection_class_id(label: int, names: Sequence[str], class_id_format: str) -
     return str(DETECTION_CLASS_ID_OFFSET + int(label))
 
 
+def detection_labels(class_ids: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """Detection class indices of ``class_id`` strings, either convention (name or ``256 + index``);
+    -1 for an id that is neither."""
+    index_of = {name: i for i, name in enumerate(names)}
+    labels = []
+    for class_id in class_ids:
+        label = index_of.get(class_id)
+        if label is None and class_id.isdigit() and 0 <= int(class_id) - DETECTION_CLASS_ID_OFFSET < len(names):
+            label = int(class_id) - DETECTION_CLASS_ID_OFFSET
+        labels.append(-1 if label is None else label)
+    return np.asarray(labels, dtype=np.int64)
+
+
 def detections_msg(header, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                    names: Sequence[str], class_id_format: str = "name") -> Detection2DArray:
     """Detection2DArray in input pixels, centre + size (vision_msgs 4.x), header copied."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 
-import numpy as np
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -22,7 +21,8 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from mtl_perception.checkpoint import load_checkpoint
 from mtl_perception.image_codec import ImageConversionError, image_to_array, to_rgb
-from mtl_perception.ros.messages import DETECTION_CLASS_ID_OFFSET, label_info_msg, rgb_msg
+from mtl_perception.bags.typestore import detections_to_arrays
+from mtl_perception.ros.messages import detection_labels, label_info_msg, rgb_msg
 from mtl_perception.ros.paths import resolve_package_path
 from mtl_perception.ros.qos import LATCHED_QOS, RELIABLE_QOS, qos_from_name
 from mtl_perception.visualization import render_overlay
@@ -32,23 +32,6 @@ _CACHE = 30  # frames of each input kept while waiting for the other two
 
 def _stamp_key(header) -> tuple[int, int]:
     return header.stamp.sec, header.stamp.nanosec
-
-
-def detections_to_arrays(msg: Detection2DArray, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Detection2DArray → (boxes XYXY, labels, scores); class ids by name or 256 + index."""
-    boxes, labels, scores = [], [], []
-    for det in msg.detections:
-        if not det.results:
-            continue
-        hypothesis = det.results[0].hypothesis
-        cx, cy = det.bbox.center.position.x, det.bbox.center.position.y
-        boxes.append((cx - det.bbox.size_x / 2, cy - det.bbox.size_y / 2, cx + det.bbox.size_x / 2, cy + det.bbox.size_y / 2))
-        if hypothesis.class_id in names:
-            labels.append(names.index(hypothesis.class_id))
-        else:
-            labels.append(int(hypothesis.class_id) - DETECTION_CLASS_ID_OFFSET if hypothesis.class_id.isdigit() else -1)
-        scores.append(hypothesis.score)
-    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), np.asarray(scores, np.float32)
 
 
 class OverlayNode(Node):
@@ -114,8 +97,11 @@ class OverlayNode(Node):
         except (ImageConversionError, ValueError) as exc:
             self.get_logger().error(f"cannot draw overlay: {exc}", throttle_duration_sec=5.0)
             return
-        boxes, labels, scores = detections_to_arrays(detections, self.class_names["detection"])
-        overlay = render_overlay(image, mask, boxes, labels, scores, self.class_names["detection"])
+        names = self.class_names["detection"]
+        boxes, class_ids, scores = detections_to_arrays(detections)
+        labels = detection_labels(class_ids, names)
+        known = labels >= 0
+        overlay = render_overlay(image, mask, boxes[known], labels[known], scores[known], names)
         self.overlay_pub.publish(rgb_msg(image_msg.header, overlay))
 
 

@@ -440,8 +440,9 @@ def _accuracy(replay: _ReplayNode, stamps: set[int], class_names: dict, bag_clas
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
 
+    from mtl_perception.bags.typestore import detections_to_arrays
     from mtl_perception.image_codec import image_to_array
-    from mtl_perception.ros.messages import DETECTION_CLASS_ID_OFFSET
+    from mtl_perception.ros.messages import detection_labels
 
     accuracy: dict = {}
     seg_names = class_names.get("segmentation")
@@ -467,8 +468,7 @@ def _accuracy(replay: _ReplayNode, stamps: set[int], class_names: dict, bag_clas
     det_names = class_names.get("detection")
     if det_names and truth_boxes:
         evaluator = DetectionEvaluator(list(det_names))
-        index_of = {name: i for i, name in enumerate(det_names)}
-        unknown = {c for truth in truth_boxes.values() for c in truth.class_ids if c not in index_of}
+        unknown = {c for truth in truth_boxes.values() for c in truth.class_ids if c not in det_names}
         if unknown:
             warnings.append(f"ground-truth classes {sorted(unknown)} are not model classes; those boxes are ignored")
         seen = set()
@@ -476,26 +476,14 @@ def _accuracy(replay: _ReplayNode, stamps: set[int], class_names: dict, bag_clas
             if stamp not in stamps or stamp not in truth_boxes or stamp in seen:
                 continue
             seen.add(stamp)
-            message = deserialize_message(raw, Detection2DArray)
-            boxes, labels, scores = [], [], []
-            for det in message.detections:
-                if not det.results:
-                    continue
-                class_id = det.results[0].hypothesis.class_id
-                label = index_of.get(class_id)
-                if label is None and class_id.isdigit():
-                    label = int(class_id) - DETECTION_CLASS_ID_OFFSET
-                if label is None or not 0 <= label < len(det_names):
-                    continue
-                cx, cy, w, h = det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.size_x, det.bbox.size_y
-                boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
-                labels.append(label)
-                scores.append(det.results[0].hypothesis.score)
+            boxes, class_ids, scores = detections_to_arrays(deserialize_message(raw, Detection2DArray))
+            labels = detection_labels(class_ids, det_names)
+            known = labels >= 0
             truth = truth_boxes[stamp]
-            keep = np.array([c in index_of for c in truth.class_ids], dtype=bool)
-            gt_labels = np.array([index_of.get(c, -1) for c in truth.class_ids], dtype=np.int64)[keep]
-            evaluator.add(str(stamp), np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
-                          np.asarray(labels, np.int64), truth.boxes[keep], gt_labels)
+            gt_labels = detection_labels(truth.class_ids, det_names)
+            keep = gt_labels >= 0
+            evaluator.add(str(stamp), boxes[known].astype(np.float32), scores[known].astype(np.float32), labels[known],
+                          truth.boxes[keep], gt_labels[keep])
         result = evaluator.compute()
         result["frames"] = len(seen)
         accuracy["detection"] = result
@@ -597,10 +585,7 @@ def run_cli(run, show) -> int:
     """Shared error handling of the replay CLIs: one clear line and the exit codes in the module doc."""
     try:
         report = run()
-    except BagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as exc:
+    except (BagError, ValueError, FileNotFoundError) as exc:  # bad bag or arguments
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ReplayError, CheckpointError, RuntimeError) as exc:  # graph can't start or died; CUDA asked but absent
