@@ -46,7 +46,7 @@ def sample_image(height: int = 120, width: int = 200, seed: int = 0) -> np.ndarr
 
 
 def image_msg(array: np.ndarray, stamp_sec: int, frame_id: str = "camera_optical", encoding: str = "rgb8"):
-    from mtl_perception.ros.image_conversion import array_to_image_msg
+    from mtl_perception.ros.image_msg_builders import array_to_image_msg
 
     msg = array_to_image_msg(array, encoding)
     msg.header.stamp.sec = stamp_sec

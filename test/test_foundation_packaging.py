@@ -44,7 +44,7 @@ def walk(package):
             yield from walk(module)
 
 names = ["mtl_perception"]
-for name in ("mtl_perception.models", "mtl_perception.image_codec"):
+for name in ("mtl_perception.models", "mtl_perception.image_msg_codec"):
     import_checked(name)
 names += list(walk(mtl_perception))
 print(mtl_perception.__file__)
@@ -67,7 +67,7 @@ def test_core_modules_import_without_ros(tmp_path):
                             env=dict(os.environ), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout
     imported = result.stdout.split()
-    assert "mtl_perception.image_codec" in imported and "mtl_perception.models" in imported
+    assert "mtl_perception.image_msg_codec" in imported and "mtl_perception.models" in imported
     assert not any(name.startswith("mtl_perception.ros") for name in imported[1:])
 
 

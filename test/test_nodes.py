@@ -163,7 +163,7 @@ def test_runtime_parameters_take_effect_and_invalid_values_are_rejected(ros_node
 def test_compressed_input(ros_node, checkpoints, launch_process):
     from sensor_msgs.msg import CompressedImage
 
-    from mtl_perception.ros.image_conversion import array_to_compressed_msg
+    from mtl_perception.ros.image_msg_builders import array_to_compressed_msg
 
     launch_process(node_command("multitask_node", f"checkpoint:={checkpoints['multitask']}", "device:=cpu",
                                 "input_transport:=compressed", "reliability:=reliable")

@@ -94,7 +94,7 @@ def test_replay_accuracy_matches_metrics_computed_from_the_recorded_outputs(bag,
     """mIoU in the report equals the confusion matrix of the recorded masks against the bag's ground truth."""
     from mtl_perception.bags.reader import BagReader
     from mtl_perception.bags.typestore import deserialize, stamp_to_ns
-    from mtl_perception.image_codec import image_to_array
+    from mtl_perception.image_msg_codec import image_to_array
     from mtl_perception.metrics import ConfusionMatrix
     from mtl_perception.ros.replay_eval import run_replay
 

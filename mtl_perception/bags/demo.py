@@ -21,7 +21,7 @@ import numpy as np
 
 from mtl_perception.data.aerial import deepforest_tree_split, package_data_dir, solaris_building_split
 from mtl_perception.data.errors import CorruptImageError
-from mtl_perception.data.image_io import read_rgb_image
+from mtl_perception.data.image_files import read_rgb_image
 
 from .errors import BagError
 from .make_bag import BagSummary, write_bag

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from rosbags.rosbag2 import Reader
 
-from mtl_perception.image_codec import ImageConversionError, compressed_to_array, image_to_array, to_rgb
+from mtl_perception.image_msg_codec import ImageConversionError, compressed_to_array, image_to_array, to_rgb
 
 from .errors import BagError
 from .topics import (

@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from mtl_perception.data.errors import CorruptImageError
-from mtl_perception.data.image_io import IMAGE_EXTENSIONS, read_rgb_image
+from mtl_perception.data.image_files import IMAGE_EXTENSIONS, read_rgb_image
 
 from .errors import BagError
 

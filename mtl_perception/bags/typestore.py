@@ -20,7 +20,7 @@ import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from mtl_perception.image_codec import array_to_compressed, array_to_image_fields
+from mtl_perception.image_msg_codec import array_to_compressed, array_to_image_fields
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"

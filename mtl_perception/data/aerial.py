@@ -23,7 +23,7 @@ import numpy as np
 from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields, mask_field
 from .class_map import ClassMap, detection_mapping, load_class_map, mask_lookup
 from .errors import DatasetFormatError
-from .image_io import read_image_size, read_rgb_image, read_tiff, require_file, rgb_array_to_image
+from .image_files import read_image_size, read_rgb_image, read_tiff, require_file, rgb_array_to_image
 from .tiling import TiledDataset
 from .voc_xml import parse_voc_xml
 

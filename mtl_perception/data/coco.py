@@ -18,7 +18,7 @@ import numpy as np
 from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields
 from .class_map import ClassMap, load_class_map, map_classes
 from .errors import DatasetFormatError
-from .image_io import read_image_size, read_rgb_image, require_dir, require_file
+from .image_files import read_image_size, read_rgb_image, require_dir, require_file
 
 CROWD_MODES = ("skip", "difficult")
 

@@ -26,7 +26,7 @@ import numpy as np
 from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields
 from .class_map import ClassMap, detection_mapping, load_class_map
 from .errors import CorruptImageError, DatasetFormatError
-from .image_io import read_image_size, read_rgb_image, require_dir, require_file, rgb_array_to_image
+from .image_files import read_image_size, read_rgb_image, require_dir, require_file, rgb_array_to_image
 
 SDD_CLASSES = ("Biker", "Pedestrian", "Skater", "Cart", "Car", "Bus")
 SDD_CLASS_MAP = ClassMap(name="sdd", detection=SDD_CLASSES)

@@ -19,7 +19,7 @@ from typing import Sequence
 from .base import LabelledImageDataset, JointTransformFn, Sample, mask_field
 from .class_map import ClassMap, load_class_map
 from .errors import CorruptImageError, DatasetFormatError
-from .image_io import IMAGE_EXTENSIONS, read_image_size, read_label_png, read_rgb_image, require_dir, require_file
+from .image_files import IMAGE_EXTENSIONS, read_image_size, read_label_png, read_rgb_image, require_dir, require_file
 from .masks import MaskDecoder
 
 

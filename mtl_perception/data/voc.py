@@ -25,7 +25,7 @@ import scipy.io
 from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields, mask_field
 from .class_map import ClassMap, detection_mapping, load_class_map
 from .errors import CorruptImageError, DatasetFormatError
-from .image_io import read_image_size, read_label_png, read_rgb_image, require_dir
+from .image_files import read_image_size, read_label_png, read_rgb_image, require_dir
 from .masks import MaskDecoder
 from .voc_xml import parse_voc_xml
 

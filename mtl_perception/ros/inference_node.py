@@ -34,7 +34,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from mtl_perception.image_codec import ImageConversionError, compressed_to_array, image_to_array, to_rgb
+from mtl_perception.image_msg_codec import ImageConversionError, compressed_to_array, image_to_array, to_rgb
 from mtl_perception.msg import InferenceStats
 from mtl_perception.postprocess import DetectionParams
 from mtl_perception.predictor import Predictor

@@ -8,7 +8,7 @@ import numpy as np
 from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, LabelInfo,
                              ObjectHypothesisWithPose, VisionClass)
 
-from mtl_perception.ros.image_conversion import array_to_image_msg
+from mtl_perception.ros.image_msg_builders import array_to_image_msg
 
 # Class ids in LabelInfo: segmentation classes use their mask value (0..255, the mono8
 # `segmentation` image); detection classes start here, so the two never collide. With

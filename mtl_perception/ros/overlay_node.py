@@ -20,7 +20,7 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from mtl_perception.checkpoint import load_checkpoint
-from mtl_perception.image_codec import ImageConversionError, image_to_array, to_rgb
+from mtl_perception.image_msg_codec import ImageConversionError, image_to_array, to_rgb
 from mtl_perception.bags.typestore import detections_to_arrays
 from mtl_perception.ros.messages import detection_labels, label_info_msg, rgb_msg
 from mtl_perception.ros.paths import resolve_package_path

@@ -371,7 +371,7 @@ def _capture_overlays(replay: _ReplayNode, frames, directory: Path, timeout: flo
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import Image
 
-    from mtl_perception.image_codec import image_to_array, to_rgb
+    from mtl_perception.image_msg_codec import image_to_array, to_rgb
 
     replay.subscribe("overlay")
     deadline = time.monotonic() + 30.0
@@ -441,7 +441,7 @@ def _accuracy(replay: _ReplayNode, stamps: set[int], class_names: dict, bag_clas
     from vision_msgs.msg import Detection2DArray
 
     from mtl_perception.bags.typestore import detections_to_arrays
-    from mtl_perception.image_codec import image_to_array
+    from mtl_perception.image_msg_codec import image_to_array
     from mtl_perception.ros.messages import detection_labels
 
     accuracy: dict = {}

@@ -1,15 +1,15 @@
-"""sensor_msgs Image/CompressedImage <-> numpy, on top of :mod:`mtl_perception.image_codec`."""
+"""sensor_msgs Image/CompressedImage <-> numpy, on top of :mod:`mtl_perception.image_msg_codec`."""
 
 from sensor_msgs.msg import CompressedImage, Image
 
-from mtl_perception.image_codec import array_to_compressed, array_to_image_fields
+from mtl_perception.image_msg_codec import array_to_compressed, array_to_image_fields
 
 
 def array_to_image_msg(array, encoding, header=None):
     """Build a ``sensor_msgs/Image`` from an array.
 
     Args:
-        array: (H, W) or (H, W, C) array matching ``encoding`` (see image_codec).
+        array: (H, W) or (H, W, C) array matching ``encoding`` (see image_msg_codec).
         encoding: e.g. ``'rgb8'``, ``'mono16'``.
         header: ``std_msgs/Header`` to copy (stamp and frame_id), or None.
     """

@@ -1,4 +1,4 @@
-"""image_codec: raw and compressed image messages <-> numpy, and rejection of bad input."""
+"""image_msg_codec: raw and compressed image messages <-> numpy, and rejection of bad input."""
 
 import io
 from types import SimpleNamespace
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from mtl_perception.image_codec import (SUPPORTED_ENCODINGS, ImageConversionError,
+from mtl_perception.image_msg_codec import (SUPPORTED_ENCODINGS, ImageConversionError,
                                         array_to_compressed, array_to_image_fields,
                                         compressed_to_array, image_to_array, to_rgb)
 
@@ -206,7 +206,7 @@ def test_rclpy_image_messages(encoding):
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
-    from mtl_perception.ros.image_conversion import array_to_image_msg
+    from mtl_perception.ros.image_msg_builders import array_to_image_msg
 
     array = random_image(encoding, seed=5)
     header = Header(stamp=Time(sec=12, nanosec=34), frame_id="camera_optical")
@@ -228,7 +228,7 @@ def test_rclpy_compressed_messages_and_cdr_from_rosbags():
     from rosbags.typesys import Stores, get_typestore
     from sensor_msgs.msg import Image
 
-    from mtl_perception.ros.image_conversion import array_to_compressed_msg
+    from mtl_perception.ros.image_msg_builders import array_to_compressed_msg
 
     image = smooth_rgb(8, 6)
     msg = array_to_compressed_msg(image, fmt="png")
