@@ -262,6 +262,16 @@ def test_checkpoint_in_float16_halves_the_file(saved_checkpoint, tmp_path):
     assert load_checkpoint(half).build_model().trunk.stage3[0].weight.dtype == torch.float32
 
 
+def test_checkpoint_written_before_the_resize_field_loads_as_stretch(saved_checkpoint, tmp_path):
+    good, _ = saved_checkpoint
+    payload = _payload(good)
+    old_config = {k: v for k, v in payload["model_config"].items() if k != "resize"}
+    torch.save({**payload, "model_config": old_config}, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").config.resize == "stretch"
+    torch.save({**payload, "model_config": {**old_config, "resize": "letterbox"}}, tmp_path / "letterbox.pt")
+    assert load_checkpoint(tmp_path / "letterbox.pt").config.resize == "letterbox"
+
+
 def _payload(path):
     return torch.load(path, weights_only=True)
 

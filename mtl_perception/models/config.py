@@ -6,8 +6,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..letterbox import RESIZE_MODES
+
 TASKS = ("segmentation", "detection")
 TRUNKS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
+HEAD_NORMS = ("batch", "group")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -27,10 +30,12 @@ class ModelConfig:
     num_seg_classes: int = 21  # segmentation classes, background included (mask value = index)
     num_det_classes: int = 20  # detection classes, background excluded
     input_size: tuple[int, int] = (512, 512)  # (H, W) the image is resized to
+    resize: str = "stretch"  # stretch (each axis to the input size) | letterbox (keep aspect, pad); see letterbox.py
     mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalization, RGB in [0, 1]
     std: tuple[float, float, float] = IMAGENET_STD
     seg_head_channels: int = 256  # width of the 3x3 conv before the deep score layer
     seg_skip: bool = True  # FCN skip connection from the stride-16 stage (FCN-16s)
+    head_norm: str = "batch"  # batch | group: the branches' norm layers (GroupNorm never mixes interleaved tasks' statistics)
     det_stages: tuple[str, ...] = ("c3", "c4", "c5")  # trunk stages that feed SSD, shallow to deep
     det_extra_channels: tuple[int, ...] = (512, 256, 256)  # extra stride-2 layers after c5
     anchor_aspect_ratios: tuple[tuple[int, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
@@ -53,10 +58,14 @@ class ModelConfig:
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
         if self.trunk not in TRUNKS:
             raise ValueError(f"unknown trunk {self.trunk!r}; choose one of {TRUNKS}")
+        if self.head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
         if self.trunk_norm not in ("batch", "frozen"):
             raise ValueError(f"trunk_norm must be 'batch' or 'frozen', got {self.trunk_norm!r}")
         if len(self.input_size) != 2 or min(self.input_size) < 32:
             raise ValueError(f"input_size must be (H, W) with both >= 32, got {self.input_size}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std must have 3 entries and std must be positive")
         if "segmentation" in self.tasks and self.num_seg_classes < 2:
