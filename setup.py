@@ -69,7 +69,6 @@ setup(
         "rosbags",
         "faster-coco-eval",
         "pycocotools",
-        "torchmetrics",
         "tensorboard",
         "psutil",
         "tifffile",
