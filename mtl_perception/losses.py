@@ -17,9 +17,9 @@ from torch import nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
+from .data.base import IGNORE_INDEX
 from .models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS
 
-IGNORE_INDEX = 255
 # SSD's box-coder weights (variance 0.1 for centres, 0.2 for sizes).
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 

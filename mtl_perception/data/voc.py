@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import scipy.io
 
-from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields, mask_field
+from .base import IGNORE_INDEX, LabelledImageDataset, JointTransformFn, Sample, detection_fields, mask_field
 from .class_map import ClassMap, detection_mapping, load_class_map
 from .errors import CorruptImageError, DatasetFormatError
 from .image_files import read_image_size, read_label_png, read_rgb_image, require_dir
@@ -59,7 +59,7 @@ VOC_CLASS_MAP = ClassMap(
     detection=VOC_DETECTION_CLASSES,
     segmentation=VOC_SEGMENTATION_CLASSES,
     palette=voc_palette(21),
-    ignore_index=255,
+    ignore_index=IGNORE_INDEX,
     ignore_colors=((224, 224, 192),),
 )
 

@@ -17,15 +17,15 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from ..data.base import IGNORE_INDEX
 from ..metrics import ConfusionMatrix, DetectionEvaluator, json_safe
+from ..models.config import TASKS
 from ..training.data import dataset_class_names
 from .report import latency_summary
 
 log = logging.getLogger(__name__)
 
-TASKS = ("segmentation", "detection")
 TASK_TARGET_KEYS = {"segmentation": "mask", "detection": "boxes"}
-IGNORE_INDEX = 255
 # Above this the AP curves lose their low-score tail and mAP is underestimated.
 HIGH_SCORE_THRESHOLD = 0.05
 

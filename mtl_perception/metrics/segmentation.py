@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.base import IGNORE_INDEX
+
 
 def _as_integer_array(labels: Any, what: str) -> np.ndarray:
     """Return ``labels`` (numpy array or torch tensor) as an integer numpy array."""
@@ -49,7 +51,7 @@ class ConfusionMatrix:
             Must lie outside ``[0, C)``.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         if ignore_index is not None and 0 <= ignore_index < num_classes:

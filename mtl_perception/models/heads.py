@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.ssd import SSDHead
+
+from .config import HEAD_NORMS
+
+GROUP_NORM_GROUPS = 32  # Wu & He 2018's default; fewer where the channels do not divide
+
+
+def head_norm_layer(kind: str, channels: int) -> nn.Module:
+    """The branches' normalisation layer: ``batch`` (BatchNorm2d) or ``group`` (GroupNorm).
+
+    GroupNorm normalises each sample on its own, so in interleaved batches a branch's
+    statistics never mix tree tiles with building tiles (BatchNorm's do, even for samples
+    whose loss the branch ignores). Groups: ``gcd(32, channels)``.
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(GROUP_NORM_GROUPS, channels), channels)
+    raise ValueError(f"head norm must be one of {HEAD_NORMS}, got {kind!r}")
 
 
 class FCNSkipHead(nn.Module):
@@ -20,13 +40,15 @@ class FCNSkipHead(nn.Module):
         skip_channels: channels of ``c4``; ``None`` disables the skip (FCN-32s).
         num_classes: segmentation classes, background included.
         mid_channels: width of the 3x3 conv before the deep score layer.
+        norm: ``batch`` or ``group`` (see :func:`head_norm_layer`).
     """
 
-    def __init__(self, deep_channels: int, skip_channels: int | None, num_classes: int, mid_channels: int = 256):
+    def __init__(self, deep_channels: int, skip_channels: int | None, num_classes: int, mid_channels: int = 256,
+                 norm: str = "batch"):
         super().__init__()
         self.deep_score = nn.Sequential(
             nn.Conv2d(deep_channels, mid_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(mid_channels),
+            head_norm_layer(norm, mid_channels),
             nn.ReLU(inplace=True),
             nn.Dropout2d(0.1),
             nn.Conv2d(mid_channels, num_classes, 1),
@@ -89,6 +111,7 @@ class SSDBranch(nn.Module):
         extra_channels: output channels of each extra layer after ``c5``.
         anchors_per_location: default boxes per cell for every level.
         num_classes: detection classes, background excluded.
+        norm: ``batch`` or ``group`` normalisation of the trunk maps (see :func:`head_norm_layer`).
     """
 
     def __init__(
@@ -99,13 +122,14 @@ class SSDBranch(nn.Module):
         extra_channels: tuple[int, ...],
         anchors_per_location: list[int],
         num_classes: int,
+        norm: str = "batch",
     ):
         super().__init__()
         self.stages = stages
         self.extras = SSDExtraLayers(c5_channels, extra_channels)
-        # Batch-normalise the trunk maps: their scales differ by orders of magnitude
+        # Normalise the trunk maps: their scales differ by orders of magnitude
         # between stages (the reason SSD adds L2Norm on conv4_3).
-        self.stage_norms = nn.ModuleList(nn.BatchNorm2d(c) for c in stage_channels)
+        self.stage_norms = nn.ModuleList(head_norm_layer(norm, c) for c in stage_channels)
         # +1: SSD's softmax has a background class at index 0.
         self.head = SSDHead(list(stage_channels) + list(extra_channels), anchors_per_location, num_classes + 1)
 

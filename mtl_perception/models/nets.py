@@ -47,7 +47,7 @@ class PerceptionNet(nn.Module):
         self.anchor_generator = AnchorGenerator(config) if config.has_detection else None
         self.seg_head = (
             FCNSkipHead(channels["c5"], channels["c4"] if config.seg_skip else None, config.num_seg_classes,
-                        config.seg_head_channels)
+                        config.seg_head_channels, norm=config.head_norm)
             if config.has_segmentation else None
         )
         self.det_head = (
@@ -58,6 +58,7 @@ class PerceptionNet(nn.Module):
                 config.det_extra_channels,
                 self.anchor_generator.num_anchors_per_location(),
                 config.num_det_classes,
+                norm=config.head_norm,
             )
             if config.has_detection else None
         )

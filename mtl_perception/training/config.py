@@ -27,9 +27,9 @@ from typing import Any, Mapping
 import yaml
 
 from ..data.transforms import AugmentationConfig
-from ..models.config import ModelConfig
+from ..models.config import TASKS, ModelConfig
 
-TASK_CHOICES = ("multitask", "segmentation", "detection")
+TASK_CHOICES = ("multitask", *TASKS)
 # ModelConfig fields derived from the task and the datasets' class maps, never set by hand.
 DERIVED_MODEL_FIELDS = ("tasks", "num_seg_classes", "num_det_classes")
 
