@@ -13,6 +13,8 @@ TRUNKS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 HEAD_NORMS = ("batch", "group")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Masks are mono8 (published and in bags): class ids 0..254, 255 is ground truth's ignore value.
+MAX_SEG_CLASSES = 255
 
 
 @dataclass
@@ -70,6 +72,9 @@ class ModelConfig:
             raise ValueError("mean and std must have 3 entries and std must be positive")
         if "segmentation" in self.tasks and self.num_seg_classes < 2:
             raise ValueError("num_seg_classes must be >= 2 (background plus at least one class)")
+        if "segmentation" in self.tasks and self.num_seg_classes > MAX_SEG_CLASSES:
+            raise ValueError(f"num_seg_classes must be <= {MAX_SEG_CLASSES}: masks are mono8 and 255 is the "
+                             f"ignore value; got {self.num_seg_classes}")
         if "detection" in self.tasks:
             if self.num_det_classes < 1:
                 raise ValueError("num_det_classes must be >= 1")
