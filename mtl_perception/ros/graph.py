@@ -6,29 +6,39 @@ parameter YAML (``config/mtl_perception.yaml``), so there is one source of truth
 
     python -m mtl_perception.ros.graph multitask [--params config/mtl_perception.yaml]
         [--namespace NS] [--camera-topic /camera/image_raw] [--checkpoint PATH]
-        [--device auto|cuda|cpu] [--use-lifecycle]
+        [--device auto|cuda|cuda:N|cpu] [--use-lifecycle] [--input-transport raw|compressed]
+        [--reliability best_effort|reliable] [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
     python -m mtl_perception.ros.graph naive [--segmentation-checkpoint P] [--detection-checkpoint P] ...
 
 The process runs until interrupted (SIGINT/SIGTERM stops every node: SIGINT, then
-SIGTERM, then SIGKILL) or until a node exits, which stops the others and exits non-zero.
+SIGTERM, then SIGKILL) or until a node exits, which stops the others.
+``--budget`` (:mod:`mtl_perception.ros.budget`) pins every node to one CPU set with the
+same torch threads (``shared``, the default) or leaves each network its own share.
+
+Exit codes: 0 stopped by a signal; 1 a node exited while running; 2 bad arguments,
+parameter file or checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtl_perception.bags.topics import DEFAULT_CAMERA_TOPIC
+from mtl_perception.ros.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned
 from mtl_perception.ros.paths import PACKAGE, resolve_package_path
 
 DEFAULT_PARAMS = "config/mtl_perception.yaml"
-DEFAULT_CAMERA_TOPIC = "/camera/image_raw"
+# Graph arguments that map to the same-named parameter of every inference node.
+_INFERENCE_ARGUMENTS = ("device", "cpu_threads", "input_transport", "reliability")
 
 
 @dataclass(frozen=True)
@@ -37,7 +47,7 @@ class NodeSpec:
 
     executable: str
     argument_params: tuple[tuple[str, str], ...] = ()  # (graph argument, node parameter)
-    inference: bool = True  # takes device and managed (lifecycle) parameters
+    inference: bool = True  # takes the inference nodes' parameters (device, cpu_threads, ...)
 
 
 GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
@@ -45,8 +55,7 @@ GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
     "naive": (
         NodeSpec("segmentation_node", (("segmentation_checkpoint", "checkpoint"),)),
         NodeSpec("detection_node", (("detection_checkpoint", "checkpoint"),)),
-        NodeSpec("overlay_node", (("segmentation_checkpoint", "segmentation_checkpoint"),
-                                  ("detection_checkpoint", "detection_checkpoint")), inference=False),
+        NodeSpec("overlay_node", (), inference=False),
     ),
 }
 
@@ -55,7 +64,8 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
     """Parameter overrides per node from graph arguments; empty/None arguments leave the YAML's value.
 
     Arguments: ``checkpoint`` (multitask), ``segmentation_checkpoint``, ``detection_checkpoint``
-    (naive), ``device``, ``use_lifecycle``.
+    (naive), ``device``, ``cpu_threads``, ``input_transport``, ``reliability``, ``use_lifecycle``.
+    ``reliability`` also reaches overlay_node's camera subscription.
     """
     if graph not in GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; choose one of {sorted(GRAPHS)}")
@@ -66,10 +76,13 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
             if arguments.get(argument):
                 params[parameter] = str(arguments[argument])
         if spec.inference:
-            if arguments.get("device"):
-                params["device"] = str(arguments["device"])
-            if arguments.get("use_lifecycle") is not None:
-                params["managed"] = bool(arguments["use_lifecycle"])
+            for name in _INFERENCE_ARGUMENTS:
+                if arguments.get(name):
+                    params[name] = int(arguments[name]) if name == "cpu_threads" else str(arguments[name])
+        elif arguments.get("reliability"):
+            params["reliability"] = str(arguments["reliability"])
+        if arguments.get("use_lifecycle") is not None:  # every node is a lifecycle node
+            params["managed"] = bool(arguments["use_lifecycle"])
         overrides[spec.executable] = params
     return overrides
 
@@ -89,25 +102,20 @@ def node_parameters(graph: str, params_file: str | os.PathLike, arguments: dict[
     return result
 
 
-def write_overrides_file(overrides: dict[str, dict[str, object]], directory: str | os.PathLike | None = None) -> Path:
-    """Write per-node overrides as a parameter YAML keyed ``/**/<node>``.
+def write_overrides_file(overrides: dict[str, dict[str, object]], directory: str | os.PathLike) -> Path:
+    """Write per-node overrides as a parameter YAML keyed ``/**/<node>`` into ``directory``.
 
     A ``-p`` override (or a launch dict) goes under ``/**``, which loses to the YAML's
     node-specific ``/**/<node>`` entries; loaded after the YAML under the same key, these
-    values win. Returns the file's path.
+    values win. The caller owns ``directory`` and removes it. Returns the file's path.
     """
-    import tempfile
-
     import yaml
 
     data = {f"/**/{node}": {"ros__parameters": params} for node, params in overrides.items() if params}
-    if directory is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
+    Path(directory).mkdir(parents=True, exist_ok=True)
     fd, path = tempfile.mkstemp(prefix="mtl_overrides_", suffix=".yaml", dir=directory)
     with os.fdopen(fd, "w") as handle:
         yaml.safe_dump(data, handle)
-    if directory is None:  # a stray temp file otherwise; nodes read it at start, long before exit
-        atexit.register(lambda: Path(path).unlink(missing_ok=True))
     return Path(path)
 
 
@@ -124,10 +132,22 @@ def _executable(name: str) -> list[str]:
     return [sys.executable, "-m", f"mtl_perception.ros.{name}"]
 
 
-def node_commands(graph: str, params_file: str | os.PathLike, namespace: str = "", camera_topic: str = DEFAULT_CAMERA_TOPIC,
-                  arguments: dict[str, object] | None = None, log_level: str | None = None,
-                  overrides_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
-    """The command line of every node of ``graph`` (overrides go to a file in ``overrides_dir``)."""
+def check_checkpoints(graph: str, parameters: dict[str, dict]) -> None:
+    """Every ``*checkpoint`` parameter of the graph names a file (else FileNotFoundError, exit 2)."""
+    for spec in GRAPHS[graph]:
+        for name, value in parameters[spec.executable].items():
+            if name.endswith("checkpoint"):
+                if not value:
+                    raise ValueError(f"{spec.executable}: parameter {name} is empty")
+                if not resolve_package_path(str(value)).is_file():
+                    raise FileNotFoundError(f"{spec.executable}: {name} {value} is not a file")
+
+
+def node_commands(graph: str, params_file: str | os.PathLike, overrides_dir: str | os.PathLike, namespace: str = "",
+                  camera_topic: str = DEFAULT_CAMERA_TOPIC, arguments: dict[str, object] | None = None,
+                  log_level: str | None = None) -> dict[str, list[str]]:
+    """The command line of every node of ``graph``; overrides go to a file in ``overrides_dir``
+    (the caller removes it when the graph stops)."""
     params_path = resolve_package_path(str(params_file))
     if not params_path.is_file():
         raise FileNotFoundError(f"parameter file not found: {params_file}")
@@ -178,25 +198,34 @@ class GraphProcesses:
     Args:
         commands: node name → command (see :func:`node_commands`).
         log_dir: each node's output goes to ``<log_dir>/<node>.log``; None = inherit the terminal.
+        env: base environment (default this process').
+        budget: CPU set every node starts on (inherited from this thread at fork) and its
+            environment (``CUDA_VISIBLE_DEVICES``); None = as this process.
+        scratch: a folder :meth:`stop` removes (the overrides file lives there).
     """
 
     def __init__(self, commands: dict[str, list[str]], log_dir: str | os.PathLike | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, budget: ComputeBudget | None = None,
+                 scratch: str | os.PathLike | None = None):
         self.processes: dict[str, subprocess.Popen] = {}
         self.log_paths: dict[str, Path] = {}
+        self._scratch = scratch
         env = graph_environment(env)
+        if budget is not None:
+            env = budget.environment(env)
         try:
-            for name, command in commands.items():
-                out = None
-                if log_dir is not None:
-                    Path(log_dir).mkdir(parents=True, exist_ok=True)
-                    self.log_paths[name] = Path(log_dir) / f"{name}.log"
-                    out = open(self.log_paths[name], "wb")
-                self.processes[name] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                                        stderr=subprocess.STDOUT if out else None,
-                                                        start_new_session=True)
-                if out is not None:
-                    out.close()
+            with pinned(budget.graph_cpus if budget else None):
+                for name, command in commands.items():
+                    out = None
+                    if log_dir is not None:
+                        Path(log_dir).mkdir(parents=True, exist_ok=True)
+                        self.log_paths[name] = Path(log_dir) / f"{name}.log"
+                        out = open(self.log_paths[name], "wb")
+                    self.processes[name] = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                                            stderr=subprocess.STDOUT if out else None,
+                                                            start_new_session=True)
+                    if out is not None:
+                        out.close()
         except Exception:
             self.stop()
             raise
@@ -215,31 +244,46 @@ class GraphProcesses:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, sigint_timeout: float = 5.0, sigterm_timeout: float = 3.0) -> dict[str, int]:
-        """SIGINT, wait, SIGTERM, wait, SIGKILL: some nodes started from scripts ignore SIGINT."""
-        for sig, timeout in ((signal.SIGINT, sigint_timeout), (signal.SIGTERM, sigterm_timeout), (signal.SIGKILL, 5.0)):
-            alive = [p for p in self.processes.values() if p.poll() is None]
-            if not alive:
-                break
-            for process in alive:
-                try:
-                    os.killpg(process.pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + timeout
-            for process in alive:
-                try:
-                    process.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-        return {name: p.wait() for name, p in self.processes.items()}
+        """SIGINT, wait, SIGTERM, wait, SIGKILL (some nodes started from scripts ignore SIGINT);
+        then remove the scratch folder."""
+        try:
+            for sig, timeout in ((signal.SIGINT, sigint_timeout), (signal.SIGTERM, sigterm_timeout), (signal.SIGKILL, 5.0)):
+                alive = [p for p in self.processes.values() if p.poll() is None]
+                if not alive:
+                    break
+                for process in alive:
+                    try:
+                        os.killpg(process.pid, sig)
+                    except ProcessLookupError:
+                        pass
+                deadline = time.monotonic() + timeout
+                for process in alive:
+                    try:
+                        process.wait(max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
+            return {name: p.wait() for name, p in self.processes.items()}
+        finally:
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def start_graph(graph: str, params_file: str | os.PathLike = DEFAULT_PARAMS, namespace: str = "",
                 camera_topic: str = DEFAULT_CAMERA_TOPIC, arguments: dict[str, object] | None = None,
-                log_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> GraphProcesses:
-    """Start every node of ``graph``; the caller stops them with ``.stop()``."""
-    return GraphProcesses(node_commands(graph, params_file, namespace, camera_topic, arguments, overrides_dir=log_dir),
-                          log_dir, env)
+                log_dir: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                budget: ComputeBudget | None = None) -> GraphProcesses:
+    """Start every node of ``graph`` within ``budget``; the caller stops them with ``.stop()``.
+
+    ``budget`` adds its node arguments (threads, device) under ``arguments``' own.
+    """
+    arguments = {**(budget.node_arguments() if budget else {}), **{k: v for k, v in (arguments or {}).items() if v is not None}}
+    scratch = tempfile.mkdtemp(prefix="mtl_graph_")
+    try:
+        commands = node_commands(graph, params_file, scratch, namespace, camera_topic, arguments)
+    except Exception:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return GraphProcesses(commands, log_dir, env, budget, scratch=scratch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,35 +296,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", help="multitask checkpoint (overrides the YAML)")
     parser.add_argument("--segmentation-checkpoint", help="naive graph: segmentation checkpoint")
     parser.add_argument("--detection-checkpoint", help="naive graph: detection checkpoint")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--device", type=check_device, help="auto | cpu | cuda | cuda:N (default: the YAML's)")
+    parser.add_argument("--input-transport", choices=("raw", "compressed"),
+                        help="raw: subscribe to the camera topic; compressed: to <camera topic>/compressed")
+    parser.add_argument("--reliability", choices=("best_effort", "reliable"), help="camera QoS (default: the YAML's)")
     parser.add_argument("--use-lifecycle", action="store_true", default=None,
                         help="start the inference nodes unconfigured (managed lifecycle nodes)")
     parser.add_argument("--log-dir", help="write each node's output to <dir>/<node>.log instead of the terminal")
+    add_budget_arguments(parser)
     args = parser.parse_args(argv)
-    arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint", "device", "use_lifecycle")}
+    arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint",
+                                               "input_transport", "reliability", "use_lifecycle")}
     try:
-        commands = node_commands(args.graph, args.params, args.namespace, args.camera_topic, arguments,
-                                 overrides_dir=args.log_dir)
+        budget = budget_from_args(args)
+        check_checkpoints(args.graph, node_parameters(args.graph, args.params, {**budget.node_arguments(), **arguments}))
+        processes = start_graph(args.graph, args.params, args.namespace, args.camera_topic, arguments,
+                                log_dir=args.log_dir, budget=budget)
     except (FileNotFoundError, ValueError) as exc:
         print(f"graph: error: {exc}", file=sys.stderr)
         return 2
-    processes = GraphProcesses(commands, args.log_dir)
     print(f"[graph] {args.graph}: " + ", ".join(f"{n} (pid {p})" for n, p in processes.pids().items()), flush=True)
+    print(f"[graph] budget: {budget.describe()}", flush=True)
     stop_requested = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_requested.append(True))
-    while not stop_requested:
-        exited = processes.exited()
-        if exited:
-            for name, code in exited.items():
-                print(f"[graph] {name} exited with code {code}", file=sys.stderr)
-                tail = processes.log_tail(name)
-                if tail:
-                    print(tail, file=sys.stderr)
-            processes.stop()
-            return 1
-        time.sleep(0.2)
-    processes.stop()
+    try:
+        while not stop_requested:
+            exited = processes.exited()
+            if exited:
+                for name, code in exited.items():
+                    print(f"[graph] {name} exited with code {code}", file=sys.stderr)
+                    tail = processes.log_tail(name)
+                    if tail:
+                        print(tail, file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+    finally:
+        processes.stop()
     return 0
 
 

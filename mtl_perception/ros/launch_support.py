@@ -1,20 +1,28 @@
 """Launch descriptions built from :data:`mtl_perception.ros.graph.GRAPHS` (used by launch/*.launch.py).
 
 The launch files stay thin: the YAML carries the parameters, ``GRAPHS`` the nodes, and
-the arguments only override what they name.
+the arguments only override what they name. The compute budget (``budget``,
+``graph_cpus``, ``cpu_threads``; :mod:`mtl_perception.ros.budget`) pins every node with
+a ``taskset -c`` prefix and sets the inference nodes' torch threads.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction, RegisterEventHandler, SetEnvironmentVariable
 from launch.conditions import IfCondition
+from launch.event_handlers import OnShutdown
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
-from mtl_perception.ros.graph import DEFAULT_CAMERA_TOPIC, GRAPHS, PACKAGE, node_overrides, write_overrides_file
+from mtl_perception.bags.topics import DEFAULT_CAMERA_TOPIC
+from mtl_perception.ros.budget import BUDGETS, DEFAULT_BUDGET, format_cpu_list, plan_budget
+from mtl_perception.ros.graph import GRAPHS, PACKAGE, node_overrides, write_overrides_file
 from mtl_perception.ros.paths import package_share_dir
 
 _CHECKPOINT_ARGUMENTS = {
@@ -33,37 +41,64 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _remove(directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def _graph_nodes(context, graph: str):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    budget = plan_budget(get("budget"), get("device") or None, get("graph_cpus") or None,
+                         int(get("cpu_threads")) if get("cpu_threads") else None)
     arguments = {name: get(name) for name, _ in _CHECKPOINT_ARGUMENTS[graph]}
-    arguments["device"] = get("device")
+    arguments.update(budget.node_arguments())
+    arguments.update({name: get(name) for name in ("input_transport", "reliability")})
     use_lifecycle = _truthy(get("use_lifecycle"))
     arguments["use_lifecycle"] = use_lifecycle
     overrides = node_overrides(graph, arguments)
-    # Not a parameters dict: launch_ros writes those under /**, which loses to the YAML's /**/<node> entries.
-    overrides_file = str(write_overrides_file(overrides)) if any(overrides.values()) else None
-    namespace = get("namespace")
+    # Not a parameters dict: launch_ros writes those under /**, which loses to the YAML's /**/<node>
+    # entries. The file's folder goes when launch shuts down (SIGINT/SIGTERM or the last node
+    # exiting), atexit covering any other exit.
     actions = []
+    overrides_file = None
+    if any(overrides.values()):
+        scratch = tempfile.mkdtemp(prefix="mtl_launch_")
+        atexit.register(_remove, scratch)
+        actions.append(RegisterEventHandler(OnShutdown(on_shutdown=lambda event, context, d=scratch: _remove(d))))
+        overrides_file = str(write_overrides_file(overrides, scratch))
+    prefix = f"taskset -c {format_cpu_list(budget.graph_cpus)}" if budget.graph_cpus else None
+    actions.append(LogInfo(msg=f"[{graph}] budget: {budget.describe()}"))
+    namespace = get("namespace")
     for spec in GRAPHS[graph]:
         node_class = LifecycleNode if (use_lifecycle and spec.inference) else Node
         actions.append(node_class(
             package=PACKAGE, executable=spec.executable, name=spec.executable, namespace=namespace,
             parameters=[get("params_file")] + ([overrides_file] if overrides_file else []),
-            remappings=[("image", get("camera_topic"))], output="screen"))
+            remappings=[("image", get("camera_topic"))], output="screen", prefix=prefix,
+            additional_env=budget.environment({})))
     return actions
 
 
 def graph_launch_description(graph: str) -> LaunchDescription:
-    """Arguments: camera_topic, checkpoint(s), device, params_file, namespace, use_lifecycle, use_rviz."""
+    """Arguments: camera_topic, checkpoint(s), device, params_file, namespace, use_lifecycle, use_rviz,
+    input_transport, reliability, budget, graph_cpus, cpu_threads."""
     declared = [
         DeclareLaunchArgument("camera_topic", default_value=DEFAULT_CAMERA_TOPIC, description="sensor_msgs/Image input"),
         *(DeclareLaunchArgument(name, default_value="", description=text) for name, text in _CHECKPOINT_ARGUMENTS[graph]),
-        DeclareLaunchArgument("device", default_value="", description="auto | cuda | cpu; empty = the YAML's"),
+        DeclareLaunchArgument("device", default_value="", description="auto | cuda | cuda:N | cpu; empty = the YAML's"),
         DeclareLaunchArgument("params_file", default_value=_share("config", "mtl_perception.yaml"),
                               description="parameter YAML shared with the project CLI"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of every node and topic"),
         DeclareLaunchArgument("use_lifecycle", default_value="false",
                               description="start managed lifecycle nodes (configure/activate them yourself)"),
+        DeclareLaunchArgument("input_transport", default_value="", description="raw | compressed; empty = the YAML's"),
+        DeclareLaunchArgument("reliability", default_value="", description="best_effort | reliable; empty = the YAML's"),
+        DeclareLaunchArgument("budget", default_value=DEFAULT_BUDGET, choices=list(BUDGETS),
+                              description="shared: every node on one CPU set (taskset) with the same torch threads; "
+                                          "per-network: no pinning, the YAML's threads"),
+        DeclareLaunchArgument("graph_cpus", default_value="",
+                              description="shared budget: CPU list of the graph, e.g. 1 or 2-3; empty = all CPUs but the first"),
+        DeclareLaunchArgument("cpu_threads", default_value="",
+                              description="torch threads per inference node; empty = one per graph CPU (shared), the YAML's (per-network)"),
         DeclareLaunchArgument("use_rviz", default_value="false", description="start rviz2 with config/mtl_perception.rviz"),
     ]
     return LaunchDescription([

@@ -1,0 +1,44 @@
+"""Message types of the replay's topics, and header stamps read by rclpy deserialisation."""
+
+from __future__ import annotations
+
+import importlib
+
+from mtl_perception.bags.typestore import COMPRESSED_IMAGE, IMAGE, INFERENCE_STATS
+
+DETECTION_ARRAY = "vision_msgs/msg/Detection2DArray"
+# Both graphs answer a frame with a mask and a detection array; a frame is done when both arrived.
+REQUIRED_TOPICS = ("segmentation", "detections")
+# Relative output topic → rosbag2 type name (also the rclpy type it is deserialised as).
+OUTPUT_TYPES = {"segmentation": IMAGE, "detections": DETECTION_ARRAY, "stats": INFERENCE_STATS, "overlay": IMAGE}
+
+
+def message_class(type_name: str):
+    """``sensor_msgs/msg/Image`` → the rclpy message class."""
+    package, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+def camera_class(msgtype: str):
+    """The rclpy class of a bag's camera type (Image or CompressedImage)."""
+    if msgtype not in (IMAGE, COMPRESSED_IMAGE):
+        raise ValueError(f"not a camera message type: {msgtype}")
+    return message_class(msgtype)
+
+
+def stamp_ns(stamp) -> int:
+    """builtin_interfaces/Time → ns."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def deserialize(rawdata: bytes, message_type):
+    """CDR bytes → rclpy message of ``message_type``."""
+    from rclpy.serialization import deserialize_message
+
+    return deserialize_message(rawdata, message_type)
+
+
+def set_stamp(message, stamp: int):
+    """Set ``message.header.stamp`` to ``stamp`` ns; returns the message."""
+    message.header.stamp.sec, message.header.stamp.nanosec = divmod(int(stamp), 1_000_000_000)
+    return message

@@ -1,0 +1,288 @@
+"""Scores and reports of a replay: accuracy against the bag's ground truth, node statistics,
+the report dict, its Markdown, and the side-by-side comparison (Table II) of two reports."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mtl_perception.evaluation.report import latency_summary, ratio
+from mtl_perception.metrics import ConfusionMatrix, DetectionEvaluator
+
+
+def _fmt(value, digits: int = 1, suffix: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}{suffix}"
+
+
+def node_statistics(stats: list, stamps: set[int]) -> dict[str, dict]:
+    """Per node, from its InferenceStats: timing p50s over ``stamps``, the latest counters, device, GPU memory."""
+    from mtl_perception.ros.replay_messages import stamp_ns
+
+    by_node: dict[str, list] = {}
+    for _, message in stats:
+        by_node.setdefault(message.node_name.rsplit("/", 1)[-1], []).append(message)
+    result = {}
+    for node, messages in by_node.items():
+        measured = [m for m in messages if stamp_ns(m.header.stamp) in stamps]
+        last = messages[-1]
+        result[node] = {
+            "inference_ms_p50": latency_summary([m.inference_ms for m in measured])["p50"],
+            "total_ms_p50": latency_summary([m.total_ms for m in measured])["p50"],
+            "preprocess_ms_p50": latency_summary([m.preprocess_ms for m in measured])["p50"],
+            "postprocess_ms_p50": latency_summary([m.postprocess_ms for m in measured])["p50"],
+            "frames_received": int(last.frames_received), "frames_processed": int(last.frames_processed),
+            "frames_dropped": int(last.frames_dropped), "device": last.device, "precision": last.precision,
+            "model_name": last.model_name,
+            "gpu_allocated_mb_max": max((m.gpu_memory_allocated_mb for m in messages), default=0.0),
+        }
+    return result
+
+
+def accuracy(received: dict[str, list], stamps: set[int], class_names: dict, bag_classes: dict, truth_boxes: dict,
+             truth_masks: dict, warnings: list[str]) -> dict:
+    """mIoU and VOC/COCO mAP of the outputs whose stamps are in ``stamps`` (first answer per frame)."""
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    from mtl_perception.bags.typestore import detections_to_arrays
+    from mtl_perception.image_msg_codec import image_to_array
+    from mtl_perception.ros.messages import detection_labels
+    from mtl_perception.ros.replay_messages import deserialize
+
+    result: dict = {}
+    seg_names = class_names.get("segmentation")
+    if seg_names and truth_masks:
+        if bag_classes["segmentation"] and list(bag_classes["segmentation"]) != list(seg_names):
+            warnings.append(f"segmentation classes differ: bag {list(bag_classes['segmentation'])} vs model {list(seg_names)}; mIoU skipped")
+        else:
+            matrix = ConfusionMatrix(len(seg_names))
+            seen = set()
+            for arrival in received["segmentation"]:
+                if arrival.stamp in stamps and arrival.stamp in truth_masks and arrival.stamp not in seen and arrival.raw:
+                    seen.add(arrival.stamp)
+                    prediction = image_to_array(deserialize(arrival.raw, Image))
+                    truth = truth_masks[arrival.stamp]
+                    if prediction.shape != truth.shape:
+                        warnings.append(f"mask size {prediction.shape} != ground truth {truth.shape} at {arrival.stamp}")
+                        continue
+                    matrix.update(prediction, truth)
+            seg = matrix.compute()
+            seg["per_class_iou"] = {name: iou for name, iou in zip(seg_names, seg["iou"])}
+            seg["frames"] = len(seen)
+            result["segmentation"] = seg
+    det_names = class_names.get("detection")
+    if det_names and truth_boxes:
+        evaluator = DetectionEvaluator(list(det_names))
+        unknown = {c for truth in truth_boxes.values() for c in truth.class_ids if c not in det_names}
+        if unknown:
+            warnings.append(f"ground-truth classes {sorted(unknown)} are not model classes; those boxes are ignored")
+        seen = set()
+        for arrival in received["detections"]:
+            if arrival.stamp not in stamps or arrival.stamp not in truth_boxes or arrival.stamp in seen or not arrival.raw:
+                continue
+            seen.add(arrival.stamp)
+            boxes, class_ids, scores = detections_to_arrays(deserialize(arrival.raw, Detection2DArray))
+            labels = detection_labels(class_ids, det_names)
+            known = labels >= 0
+            truth = truth_boxes[arrival.stamp]
+            gt_labels = detection_labels(truth.class_ids, det_names)
+            keep = gt_labels >= 0
+            evaluator.add(str(arrival.stamp), boxes[known].astype(np.float32), scores[known].astype(np.float32), labels[known],
+                          truth.boxes[keep], gt_labels[keep])
+        det = evaluator.compute()
+        det["frames"] = len(seen)
+        result["detection"] = det
+    return result
+
+
+def consumer_sentence(graph: str, run: dict, nodes: list[str]) -> str:
+    """What a consumer needing both outputs of one frame gets from a run."""
+    answered, published = run["answered"], run["published"]
+    text = (f"At {run['rate_hz']:g} Hz the {graph} graph gave both outputs of the same frame for {answered} of "
+            f"{published} frames ({_fmt(run['output_fps'], 1)} fps)")
+    if len(nodes) > 1:
+        each = ", ".join(f"{n} answered {run['nodes'][n]['processed']}" for n in nodes if n in run["nodes"])
+        text += (f"; {each}. The two nodes drop frames independently (newest frame wins in each), so a consumer "
+                 f"that needs the mask and the boxes of one frame gets only the frames both happened to keep")
+    return text + "."
+
+
+def replay_markdown(report: dict) -> str:
+    """One graph's replay report as Markdown."""
+    status = "complete" if report["complete"] else "**INCOMPLETE: frames were lost where they should not be**"
+    frames = report["frames"]
+    lat = report["latency_ms"]
+    lines = [
+        f"# Replay evaluation: {report['graph']} graph",
+        "",
+        f"Bag `{report['bag']}`, {frames['published']} frames, mode {report['mode']}"
+        + (f" (rate x{report['rate']})" if report["mode"] == "rate" else "") + f", device {report['device']}. Status: {status}.",
+        "",
+        f"Budget: {report['budget']['line']}.",
+        "",
+    ]
+    lines += [f"- warning: {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
+    per_output = " / ".join(f"{t} {n}" for t, n in frames["per_output"].items())
+    lines += [
+        "| measure | value |", "|---|---:|",
+        f"| frames with every output / published | {frames['answered']} / {frames['published']} |",
+        f"| answered per output | {per_output} |",
+        f"| frames dropped by the nodes (newest frame wins) / lost | {frames['dropped']} / {frames['lost']} |",
+        f"| end-to-end latency p50 / p90 / p99 (ms) | {_fmt(lat['p50'])} / {_fmt(lat['p90'])} / {_fmt(lat['p99'])} |",
+        f"| answered frames/s (first to last answer) | {_fmt(report['throughput_fps'], 2)} |",
+        f"| Predictor alone p50 (ms), same frames | {_fmt(report['overhead']['predictor_p50_ms'])} |",
+        f"| node overhead (end-to-end ÷ Predictor) | {_fmt(report['overhead']['ratio'], 2, 'x')} |",
+        f"| inference-node memory, peak RSS (MB) | {_fmt(report['memory']['inference_rss_mb'])} |",
+        f"| GPU memory allocated, max (MB) | {_fmt(report['memory']['gpu_allocated_mb'])} |",
+        f"| checkpoint size (MB) | {_fmt(report['size_mb'], 2)} |",
+    ]
+    peak = report.get("peak_throughput")
+    if peak:
+        lines.append(f"| peak throughput (frames/s, ≤5% lost, output ≥90% of input) | {_peak_text(peak)} |")
+    acc = report.get("accuracy", {})
+    if "segmentation" in acc:
+        lines.append(f"| mIoU ({acc['segmentation']['frames']} frames) | {_fmt(acc['segmentation']['miou'], 3)} |")
+    if "detection" in acc:
+        det = acc["detection"]
+        lines.append(f"| VOC AP50 / COCO mAP ({det['frames']} frames) | {_fmt(det['voc_map'], 3)} / {_fmt(det['coco_map'], 3)} |")
+    if report.get("fixed_rate"):
+        lines += ["", "## Fixed-rate runs", ""] + fixed_rate_table({report["graph"]: report})
+        lines += [""] + [consumer_sentence(report["graph"], run, report["inference_nodes"]) for run in report["fixed_rate"]]
+    lines += ["", "## Processes", "", "| process | CPUs allowed (every thread) | threads | peak RSS (MB) |", "|---|---|---:|---:|"]
+    for name, placement in report["processes"].items():
+        lines.append(f"| {name} | {placement['cpus']} | {placement['threads']} | {_fmt(report['memory']['rss_peak_mb'].get(name))} |")
+    lines += ["", "## Nodes", "", "| node | inference p50 (ms) | total p50 (ms) | received | processed | dropped |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for name, node in report["nodes"].items():
+        lines.append(f"| {name} | {_fmt(node.get('inference_ms_p50'))} | {_fmt(node.get('total_ms_p50'))} | "
+                     f"{node.get('frames_received', 'n/a')} | {node.get('frames_processed', 'n/a')} | {node.get('frames_dropped', 'n/a')} |")
+    if report.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]
+    if report.get("overlays"):
+        lines += ["", "## Overlays", ""] + [f"![overlay]({Path(p).parent.name}/{Path(p).name})" for p in report["overlays"]]
+    return "\n".join(lines) + "\n"
+
+
+def _peak_text(peak: dict) -> str:
+    if peak["below_low"]:
+        return f"< {peak['low_hz']:.1f} (the lowest rate tried failed)"
+    return _fmt(peak["peak_fps"], 1) + (" (at the search's upper bound)" if peak["at_bound"] else "")
+
+
+def fixed_rate_table(reports: dict[str, dict]) -> list[str]:
+    """Markdown rows: one per graph and rate."""
+    lines = ["| graph | rate (Hz) | sent | per output | every output | dropped / lost | latency p50 / p90 / p99 (ms) "
+             "| jitter (ms) | out (fps) | CPU % of one core (per process) | RSS (MB) |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    for graph, report in reports.items():
+        for run in report.get("fixed_rate", []):
+            lat = run["latency_ms"]
+            per_output = ", ".join(f"{t} {n}" for t, n in run["per_output"].items())
+            cpu = ", ".join(f"{n} {_fmt(v, 0)}" for n, v in run["cpu_percent"].items())
+            rss = ", ".join(f"{n} {_fmt(v, 0)}" for n, v in run["rss_mb"].items())
+            lines.append(f"| {graph} | {run['rate_hz']:g} | {run['published']} | {per_output} | {run['answered']} | "
+                         f"{run['dropped']} / {run['lost']} | {_fmt(lat['p50'])} / {_fmt(lat['p90'])} / {_fmt(lat['p99'])} | "
+                         f"{_fmt(run['jitter_ms'])} | {_fmt(run['output_fps'])} | {cpu} | {rss} |")
+    return lines
+
+
+def compare_reports(multitask: dict, naive: dict) -> dict:
+    """Table II from two replay reports: figures side by side and the multitask gain of each.
+
+    Gains are naive ÷ multitask for costs (latency, network time, memory, size) and
+    multitask ÷ naive for rates (peak throughput, frames answered at a fixed rate): > 1
+    means the multitask graph is better.
+    """
+    def row(report: dict) -> dict:
+        acc = report.get("accuracy", {})
+        memory = report["memory"]
+        gpu = memory.get("gpu_allocated_mb")
+        peak = report.get("peak_throughput") or {}
+        return {
+            "latency_ms_p50": report["latency_ms"]["p50"],
+            "inference_ms": report["inference_ms_per_frame"],
+            "peak_fps": peak.get("peak_fps"),
+            "fixed_rate": {f"{r['rate_hz']:g}": {"answered": r["answered"], "published": r["published"],
+                                                  "latency_ms_p50": r["latency_ms"]["p50"], "latency_ms_p99": r["latency_ms"]["p99"]}
+                           for r in report.get("fixed_rate", [])},
+            "memory_mb": gpu if gpu else memory["inference_rss_mb"],
+            "memory_kind": "gpu_allocated" if gpu else "rss",
+            "size_mb": report["size_mb"],
+            "miou": acc.get("segmentation", {}).get("miou"),
+            "voc_map": acc.get("detection", {}).get("voc_map"),
+            "coco_map": acc.get("detection", {}).get("coco_map"),
+            "complete": report["complete"],
+        }
+
+    m, n = row(multitask), row(naive)
+    fixed = {}
+    for rate in m["fixed_rate"]:
+        if rate in n["fixed_rate"]:
+            a, b = m["fixed_rate"][rate], n["fixed_rate"][rate]
+            fixed[rate] = {"answered": ratio(a["answered"], b["answered"]),
+                           "latency_p50": ratio(b["latency_ms_p50"], a["latency_ms_p50"]),
+                           "latency_p99": ratio(b["latency_ms_p99"], a["latency_ms_p99"])}
+    return {
+        "multitask": m,
+        "naive": n,
+        "ratios": {
+            "speed": ratio(n["latency_ms_p50"], m["latency_ms_p50"]),
+            "inference": ratio(n["inference_ms"], m["inference_ms"]),
+            "throughput": ratio(m["peak_fps"], n["peak_fps"]),
+            "fixed_rate": fixed,
+            "memory": ratio(n["memory_mb"], m["memory_mb"]),
+            "size": ratio(n["size_mb"], m["size_mb"]),
+        },
+        "budget": multitask["budget"],
+        "device": multitask["device"],
+        "bag": multitask["bag"],
+        "mode": multitask["mode"],
+        "complete": m["complete"] and n["complete"],
+        "consumer": [consumer_sentence("naive", run, naive["inference_nodes"]) for run in naive.get("fixed_rate", [])],
+    }
+
+
+def compare_markdown(table: dict, reports: dict[str, dict] | None = None) -> str:
+    """The comparison as Markdown (with the fixed-rate detail when ``reports`` are given)."""
+    m, n, r = table["multitask"], table["naive"], table["ratios"]
+    memory = "GPU allocated (MB)" if m["memory_kind"] == "gpu_allocated" else "inference-node peak RSS (MB)"
+    rows = [
+        (f"end-to-end latency p50, {table['mode']} (ms)", m["latency_ms_p50"], n["latency_ms_p50"], r["speed"], 1),
+        ("network time per frame (ms)", m["inference_ms"], n["inference_ms"], r["inference"], 1),
+        ("peak throughput (frames/s with every output)", m["peak_fps"], n["peak_fps"], r["throughput"], 1),
+    ]
+    for rate, gains in r["fixed_rate"].items():
+        a, b = m["fixed_rate"][rate], n["fixed_rate"][rate]
+        rows += [(f"{rate} Hz: frames with every output (of {a['published']} / {b['published']})", a["answered"], b["answered"],
+                  gains["answered"], 0),
+                 (f"{rate} Hz: latency p50 (ms)", a["latency_ms_p50"], b["latency_ms_p50"], gains["latency_p50"], 1),
+                 (f"{rate} Hz: latency p99 (ms)", a["latency_ms_p99"], b["latency_ms_p99"], gains["latency_p99"], 1)]
+    rows += [(memory, m["memory_mb"], n["memory_mb"], r["memory"], 0),
+             ("checkpoint size (MB)", m["size_mb"], n["size_mb"], r["size"], 2)]
+    lines = [
+        f"Bag `{table['bag']}`, device {table['device']}."
+        + ("" if table["complete"] else " **INCOMPLETE: frames were lost where they should not be.**"),
+        "",
+        f"Budget: {table['budget']['line']}.",
+        "",
+        "| | multitask | naive (seg + det nodes) | multitask gain |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {name} | {_fmt(a, d)} | {_fmt(b, d)} | {_fmt(c, 2, 'x')} |" for name, a, b, c, d in rows]
+    lines += [
+        f"| mIoU | {_fmt(m['miou'], 3)} | {_fmt(n['miou'], 3)} | |",
+        f"| VOC AP50 | {_fmt(m['voc_map'], 3)} | {_fmt(n['voc_map'], 3)} | |",
+        f"| COCO mAP@[.5:.95] | {_fmt(m['coco_map'], 3)} | {_fmt(n['coco_map'], 3)} | |",
+        "",
+        "Gain: naive ÷ multitask for latency, network time, memory and size; multitask ÷ naive for throughput "
+        "and frames answered. Above 1 the multitask graph is better.",
+    ]
+    if table.get("consumer"):
+        lines += [""] + table["consumer"]
+    if reports and any(rep.get("fixed_rate") for rep in reports.values()):
+        lines += ["", "## Fixed-rate runs", ""] + fixed_rate_table(reports)
+    return "\n".join(lines) + "\n"
