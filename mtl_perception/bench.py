@@ -1,22 +1,32 @@
 """Table II side by side: the multitask model against the naive pair of single-task models.
 
-Both configurations use the same trunk, input size, device and precision, and run in
-the same invocation. Each runs in its own worker process so that memory figures don't
-mix: CUDA peak allocation on a GPU, growth of peak resident memory on the CPU. The
-naive pair runs the segmentation model and then the detection model on each frame,
-both through :class:`~mtl_perception.predictor.Predictor` (preprocess, network and
-postprocess included), exactly as the multitask model does.
+Each requested variant (precision × mode: ``eager``, ``cuda_graph``, ``compiled``) runs both
+sides at an equal budget: the same device, the same frames in the same order, the same
+detection postprocess and the same number of torch CPU threads. Each side has its own worker
+process, so memory figures don't mix; the two workers take turns, one variant at a time, and
+release everything between variants. Memory is CUDA peak allocation on a GPU (the peak is
+reset for each variant) and resident-memory growth on the CPU. The naive pair runs the
+segmentation model and then the detection model on each frame, both through
+:class:`~mtl_perception.predictor.Predictor` (preprocess, network and postprocess included),
+exactly as the multitask model does.
 
-Writes ``<out>/bench.json`` (raw figures plus ``ratios.speed``, ``ratios.memory`` and
-``ratios.size``, each naive ÷ multitask) and ``<out>/bench.md``.
+Writes ``<out>/bench.json`` (the budget, and per variant both sides' figures and ``ratios``:
+``speed``, ``memory``, ``size``, ``parameters``, each naive ÷ multitask) and ``<out>/bench.md``.
+Both are rewritten after every variant, so a run stopped early keeps what it measured.
+Exit status: 0 every variant ran or was not applicable here (skipped, with the reason);
+1 a variant failed; 2 bad arguments or checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
+import inspect
 import json
+import math
 import os
-import resource
+import selectors
 import subprocess
 import sys
 import time
@@ -25,60 +35,17 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text_atomic
-from .evaluation.report import latency_summary
+from .evaluation.report import latency_summary, ratio, write_json
 
-VARIANTS = ("multitask", "naive")
+SIDES = ("multitask", "naive")
+MODES = ("eager", "cuda_graph", "compiled")
+PRECISIONS = ("fp32", "fp16", "bf16")
+RESULT_PREFIX = "BENCH_RESULT "
 
 
 def _rss_mb() -> float:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def run_worker(variant: str, checkpoints: list[str], device: str, precision: str, input_size: list[int] | None,
-               frame_size: tuple[int, int], iters: int, warmup: int, cuda_graph: bool, threads: int) -> dict:
-    """Measure one configuration in this process (called in a fresh subprocess)."""
-    import torch
-
-    from .predictor import Predictor
-
-    if threads:
-        torch.set_num_threads(threads)
-    baseline_rss = _rss_mb()
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        torch.cuda.reset_peak_memory_stats()
-    size = tuple(input_size) if input_size else None
-    predictors = [Predictor(path, device=device, precision=precision, input_size=size, warmup=warmup,
-                            cuda_graph=cuda_graph) for path in checkpoints]
-    image = np.random.default_rng(0).integers(0, 256, (*frame_size, 3), dtype=np.uint8)
-    latencies, stages = [], {"preprocess_ms": [], "inference_ms": [], "postprocess_ms": []}
-    for _ in range(iters):
-        start = time.perf_counter()
-        results = [predictor(image) for predictor in predictors]
-        latencies.append((time.perf_counter() - start) * 1e3)
-        for key in stages:
-            stages[key].append(sum(getattr(r.timings, key) for r in results))
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    figures = {
-        "variant": variant,
-        "device": str(predictors[0].device),
-        "device_name": torch.cuda.get_device_name(0) if use_cuda else _cpu_name(),
-        "precision": predictors[0].precision,
-        "input_size": list(predictors[0].input_size),
-        "frame_size": list(frame_size),
-        "iters": iters,
-        "latency_ms": latency_summary(latencies),
-        "stage_ms_p50": {k: latency_summary(v)["p50"] for k, v in stages.items()},
-        "parameters": int(sum(sum(p.numel() for p in pr.model.parameters()) for pr in predictors)),
-        "checkpoint_mb": sum(Path(p).stat().st_size for p in checkpoints) / 2**20,
-        "rss_growth_mb": peak_rss_mb - baseline_rss,
-    }
-    if use_cuda:
-        figures["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    figures["memory_mb"] = figures.get("cuda_max_allocated_mb", figures["rss_growth_mb"])
-    figures["memory_kind"] = "cuda_max_allocated" if use_cuda else "rss_growth"
-    return figures
 
 
 def _cpu_name() -> str:
@@ -89,6 +56,170 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return "cpu"
+
+
+def bench_frames(count: int, frame_size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    """The frames every side and variant sees: ``count`` [H, W, 3] uint8 images from one seed."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*frame_size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def _skip_reason(mode: str, precision: str, device_type: str) -> str | None:
+    from .predictor import Predictor
+
+    if mode == "cuda_graph" and device_type != "cuda":
+        return "cuda_graph needs a CUDA device"
+    if precision == "fp16" and device_type != "cuda":
+        return "fp16 has no CPU path (the Predictor would run fp32)"
+    if mode == "compiled" and "compile" not in inspect.signature(Predictor).parameters:
+        return "this Predictor has no compile option"
+    return None
+
+
+def run_variant(checkpoints: list[str], spec: dict) -> dict:
+    """Measure one side of one variant in this process; everything is released afterwards.
+
+    ``spec``: device, precision, mode, input_size, frame_size, frames, iters, warmup,
+    compile_mode. Returns the figures with ``status`` ``ok``, ``skipped`` (and ``reason``)
+    or ``failed`` (and ``error``).
+    """
+    import torch
+
+    from .predictor import Predictor, resolve_device
+
+    device = resolve_device(spec["device"])
+    use_cuda = device.type == "cuda"
+    base = {"precision": spec["precision"], "mode": spec["mode"], "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if use_cuda else _cpu_name()}
+    reason = _skip_reason(spec["mode"], spec["precision"], device.type)
+    if reason:
+        return {**base, "status": "skipped", "reason": reason}
+    frames = bench_frames(spec["frames"], tuple(spec["frame_size"]))
+    options = {"device": spec["device"], "precision": spec["precision"], "warmup": spec["warmup"],
+               "input_size": tuple(spec["input_size"]) if spec.get("input_size") else None,
+               "cuda_graph": spec["mode"] == "cuda_graph"}
+    if spec["mode"] == "compiled":
+        options.update(compile=True, compile_mode=spec.get("compile_mode"))
+    predictors = []
+    try:
+        gc.collect()
+        if use_cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            baseline_allocated = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        baseline_rss = peak_rss = _rss_mb()
+        start = time.perf_counter()
+        predictors = [Predictor(path, **options) for path in checkpoints]
+        setup_s = time.perf_counter() - start
+        latencies, stages = [], {"preprocess_ms": [], "inference_ms": [], "postprocess_ms": []}
+        for index in range(spec["iters"]):
+            image = frames[index % len(frames)]
+            start = time.perf_counter()
+            results = [predictor(image) for predictor in predictors]
+            latencies.append((time.perf_counter() - start) * 1e3)
+            for key in stages:
+                stages[key].append(sum(getattr(r.timings, key) for r in results))
+            peak_rss = max(peak_rss, _rss_mb())
+        figures = {
+            **base, "status": "ok",
+            "precision": predictors[0].precision,
+            "compile_mode": getattr(predictors[0], "compile_mode", None),
+            "input_size": list(predictors[0].input_size),
+            "frame_size": list(spec["frame_size"]),
+            "frames": len(frames),
+            "iters": spec["iters"],
+            "latency_ms": latency_summary(latencies),
+            "first_frame_ms": latencies[0],
+            "stage_ms_p50": {k: latency_summary(v)["p50"] for k, v in stages.items()},
+            "setup_s": setup_s,
+            "compile_s": sum(getattr(p, "compile_s", 0.0) for p in predictors),
+            "warmup_s": sum(getattr(p, "warmup_s", 0.0) for p in predictors),
+            "parameters": int(sum(sum(t.numel() for t in p.model.parameters()) for p in predictors)),
+            "checkpoint_mb": sum(Path(p).stat().st_size for p in checkpoints) / 2**20,
+        }
+        if use_cuda:
+            figures["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            figures["memory_mb"] = figures["cuda_max_allocated_mb"] - baseline_allocated / 2**20
+            figures["memory_kind"] = "cuda_max_allocated"
+        else:
+            figures["memory_mb"] = peak_rss - baseline_rss
+            figures["memory_kind"] = "rss_growth"
+        return figures
+    except Exception as exc:  # one variant's failure is a figure of the report, not the end of it
+        return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        for predictor in predictors:
+            predictor.release()
+        predictors.clear()
+        if spec["mode"] == "compiled":
+            torch._dynamo.reset()
+        gc.collect()
+        if use_cuda:
+            torch.cuda.empty_cache()
+
+
+def _worker_loop(checkpoints: list[str], threads: int) -> int:
+    """Read one JSON variant spec per stdin line, answer one ``BENCH_RESULT`` line each."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    for line in sys.stdin:
+        if line.strip():
+            figures = run_variant(checkpoints, json.loads(line))
+            print(RESULT_PREFIX + json.dumps(figures), flush=True)
+    return 0
+
+
+class _Worker:
+    """One side's worker process, restarted after a crash or a timeout."""
+
+    def __init__(self, side: str, checkpoints: list[str], threads: int):
+        self.side, self.checkpoints, self.threads = side, checkpoints, threads
+        self.process = None
+
+    def _start(self) -> None:
+        command = [sys.executable, "-m", "mtl_perception.bench", "--worker", self.side, "--threads", str(self.threads),
+                   "--worker-checkpoints", *self.checkpoints]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def run(self, spec: dict, timeout_s: float) -> dict:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        self.process.stdin.write(json.dumps(spec) + "\n")
+        self.process.stdin.flush()
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    self.stop()
+                    return {"status": "failed", "error": f"timed out after {timeout_s:.0f} s (worker stopped)"}
+                line = self.process.stdout.readline()
+                if not line:
+                    code = self.process.wait()
+                    self.process = None
+                    return {"status": "failed", "error": f"the worker exited with status {code} (see its stderr)"}
+                if line.startswith(RESULT_PREFIX):
+                    return json.loads(line[len(RESULT_PREFIX):])
+                sys.stdout.write(line)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.stop()
+        self.process = None
 
 
 def make_random_checkpoints(out_dir: Path, trunk: str, input_size: tuple[int, int], seg_classes: int = 21,
@@ -114,43 +245,96 @@ def make_random_checkpoints(out_dir: Path, trunk: str, input_size: tuple[int, in
     return {"multitask": [paths["multitask"]], "naive": [paths["segmentation"], paths["detection"]]}
 
 
-def _ratio(naive: float, multitask: float) -> float:
-    return naive / multitask if multitask > 0 else float("nan")
-
-
 def compare(results: dict[str, dict]) -> dict:
     """Ratios naive ÷ multitask (bigger means the multitask model wins)."""
     multi, naive = results["multitask"], results["naive"]
     return {
-        "speed": _ratio(naive["latency_ms"]["p50"], multi["latency_ms"]["p50"]),
-        "memory": _ratio(naive["memory_mb"], multi["memory_mb"]),
-        "size": _ratio(naive["checkpoint_mb"], multi["checkpoint_mb"]),
-        "parameters": _ratio(naive["parameters"], multi["parameters"]),
+        "speed": ratio(naive["latency_ms"]["p50"], multi["latency_ms"]["p50"]),
+        "memory": ratio(naive["memory_mb"], multi["memory_mb"]),
+        "size": ratio(naive["checkpoint_mb"], multi["checkpoint_mb"]),
+        "parameters": ratio(naive["parameters"], multi["parameters"]),
     }
 
 
+def _variant_status(results: dict[str, dict]) -> tuple[str, str | None]:
+    statuses = {side: r["status"] for side, r in results.items()}
+    if all(s == "ok" for s in statuses.values()):
+        return "ok", None
+    for wanted in ("failed", "skipped"):
+        for side, result in results.items():
+            if result["status"] == wanted:
+                return wanted, f"{side}: {result.get('error') or result.get('reason')}"
+    return "failed", "unknown worker status"
+
+
+def budget_line(budget: dict) -> str:
+    threads = budget["torch_threads"] or "torch's default"
+    return (f"Budget: both sides on {budget['device_name']} ({budget['device']}), the same {budget['frames']} frames of "
+            f"{budget['frame_size'][0]}x{budget['frame_size'][1]} ({budget['iters']} timed calls after "
+            f"{budget['warmup']} warm-up), the same postprocess, torch CPU threads {threads}; "
+            f"one worker process per side, variants in turn.")
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
 def markdown_table(report: dict) -> str:
-    m, n, r = report["results"]["multitask"], report["results"]["naive"], report["ratios"]
-    memory_label = "GPU peak allocated (MB)" if m["memory_kind"] == "cuda_max_allocated" else "RSS growth (MB)"
-    rows = [
-        ("Latency p50 (ms)", m["latency_ms"]["p50"], n["latency_ms"]["p50"], r["speed"]),
-        ("Latency p90 (ms)", m["latency_ms"]["p90"], n["latency_ms"]["p90"], n["latency_ms"]["p90"] / m["latency_ms"]["p90"]),
-        (memory_label, m["memory_mb"], n["memory_mb"], r["memory"]),
-        ("Checkpoint size (MB)", m["checkpoint_mb"], n["checkpoint_mb"], r["size"]),
-        ("Parameters (M)", m["parameters"] / 1e6, n["parameters"] / 1e6, r["parameters"]),
-    ]
-    lines = [
-        f"Device: {m['device_name']} ({m['device']}, {m['precision']}); trunk {report['trunk']}; "
-        f"input {m['input_size'][0]}x{m['input_size'][1]}; frame {m['frame_size'][0]}x{m['frame_size'][1]}; {m['iters']} frames.",
-        "",
-        "| | multitask | naive (seg + det) | naive ÷ multitask |",
-        "|---|---:|---:|---:|",
-    ]
-    lines += [f"| {name} | {a:.2f} | {b:.2f} | {c:.2f}x |" for name, a, b, c in rows]
+    lines = [budget_line(report["budget"]), "",
+             f"Trunk {report['trunk']}; input {report['input_size'][0]}x{report['input_size'][1]}.", "",
+             "| precision | mode | multitask p50 (ms) | naive p50 (ms) | speed | multitask memory (MB) | "
+             "naive memory (MB) | memory | setup s (multitask / naive) | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    memory_kinds = set()
+    sizes = None
+    for variant in report["variants"]:
+        m, n = variant["results"].get("multitask", {}), variant["results"].get("naive", {})
+        if variant["status"] == "ok":
+            memory_kinds.add(m["memory_kind"])
+            r = variant["ratios"]
+            sizes = sizes or (m, n, r)
+            lines.append(f"| {variant['precision']} | {variant['mode']} | {_fmt(m['latency_ms']['p50'])} | "
+                         f"{_fmt(n['latency_ms']['p50'])} | {_fmt(r['speed'])}x | {_fmt(m['memory_mb'], 1)} | "
+                         f"{_fmt(n['memory_mb'], 1)} | {_fmt(r['memory'])}x | {_fmt(m['setup_s'], 1)} / "
+                         f"{_fmt(n['setup_s'], 1)} | ok |")
+        else:
+            lines.append(f"| {variant['precision']} | {variant['mode']} | | | | | | | | "
+                         f"{variant['status']}: {variant['reason']} |")
+    lines.append("")
+    labels = {"cuda_max_allocated": "CUDA peak allocated, reset per variant",
+              "rss_growth": "resident-memory growth of the worker during the variant (CPU)"}
+    if memory_kinds:
+        lines.append("Memory: " + "; ".join(labels[k] for k in sorted(memory_kinds)) + ".")
+    if sizes:
+        m, n, r = sizes
+        lines.append(f"Checkpoints: multitask {m['checkpoint_mb']:.1f} MB, naive {n['checkpoint_mb']:.1f} MB "
+                     f"({_fmt(r['size'])}x); parameters {m['parameters'] / 1e6:.1f} M vs {n['parameters'] / 1e6:.1f} M "
+                     f"({_fmt(r['parameters'])}x).")
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _write(out: Path, report: dict) -> None:
+    write_json(out / "bench.json", report)
+    write_text_atomic(out / "bench.md", "# Multitask vs naive (Table II)\n\n" + markdown_table(report))
+
+
+def _budget(device: str, frame_size, frames: int, iters: int, warmup: int, threads: int) -> dict:
+    import torch
+
+    from .postprocess import DetectionParams
+    from .predictor import resolve_device
+
+    resolved = resolve_device(device)
+    name = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else _cpu_name()
+    return {"device": str(resolved), "device_name": name, "frames": frames, "frame_size": list(frame_size),
+            "iters": iters, "warmup": warmup, "torch_threads": threads,
+            "postprocess": dataclasses.asdict(DetectionParams()),
+            "isolation": "one worker process per side; variants in turn; everything released between variants"}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtl-bench", description="Multitask vs naive pair: latency, memory, size (Table II).")
     parser.add_argument("--trunk", default="resnet50", help="trunk for untrained models (ignored with --checkpoints)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
@@ -158,58 +342,72 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"), default=(480, 640), help="camera frame size")
     parser.add_argument("--checkpoints", nargs=3, metavar=("MULTITASK", "SEGMENTATION", "DETECTION"),
                         help="trained checkpoints to compare (default: untrained models of --trunk)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--cuda-graph", action="store_true")
-    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--device", default="auto", help="auto | cuda | cuda:N | cpu")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS, help="one or more")
+    parser.add_argument("--mode", nargs="+", default=None, choices=MODES, help="one or more (default eager)")
+    parser.add_argument("--cuda-graph", action="store_true", help="same as --mode cuda_graph")
+    parser.add_argument("--compile-mode", help="torch.compile mode of the compiled variants (default: the Predictor's)")
+    parser.add_argument("--iters", type=int, default=30, help="timed calls per side and variant")
+    parser.add_argument("--frames", type=int, default=8, help="distinct frames, cycled")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads of each side (0: torch's default)")
+    parser.add_argument("--variant-timeout", type=float, default=600.0, help="seconds one side of one variant may take")
     parser.add_argument("--out", default="bench_output")
-    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--worker-checkpoints", nargs="+", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-
     if args.worker:
-        figures = run_worker(args.worker, args.worker_checkpoints, args.device, args.precision, args.input_size,
-                             tuple(args.frame_size), args.iters, args.warmup, args.cuda_graph, args.threads)
-        print("BENCH_RESULT " + json.dumps(figures))
-        return 0
-
+        return _worker_loop(args.worker_checkpoints, args.threads)
+    if args.iters < 1 or args.frames < 1 or args.warmup < 0:
+        parser.error("--iters and --frames must be >= 1, --warmup >= 0")
+    modes = list(dict.fromkeys((args.mode or ([] if args.cuda_graph else ["eager"])) + (["cuda_graph"] if args.cuda_graph else [])))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.checkpoints:
-        groups = {"multitask": [args.checkpoints[0]], "naive": list(args.checkpoints[1:])}
-        trunk = "from checkpoints"
-    else:
-        size = tuple(args.input_size or (512, 512))
-        groups = make_random_checkpoints(out, args.trunk, size)
-        trunk = args.trunk
-    results = {}
-    for variant in VARIANTS:
-        command = [sys.executable, "-m", "mtl_perception.bench", "--worker", variant, "--worker-checkpoints", *groups[variant],
-                   "--device", args.device, "--precision", args.precision, "--iters", str(args.iters),
-                   "--warmup", str(args.warmup), "--threads", str(args.threads),
-                   "--frame-size", *map(str, args.frame_size)]
-        if args.input_size:
-            command += ["--input-size", *map(str, args.input_size)]
-        if args.cuda_graph:
-            command.append("--cuda-graph")
-        print(f"[bench] {variant}: {' + '.join(Path(p).name for p in groups[variant])}", flush=True)
-        proc = subprocess.run(command, capture_output=True, text=True)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("BENCH_RESULT ")), None)
-        if proc.returncode != 0 or line is None:
-            print(f"mtl-bench: error: the {variant} worker failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-            return 1
-        results[variant] = json.loads(line[len("BENCH_RESULT "):])
-    report = {"trunk": trunk, "device": results["multitask"]["device"], "device_name": results["multitask"]["device_name"],
-              "input_size": results["multitask"]["input_size"], "results": results, "ratios": compare(results),
-              "checkpoints": groups}
-    table = markdown_table(report)
-    write_text_atomic(out / "bench.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out / "bench.md", "# Multitask vs naive (Table II)\n\n" + table)
-    print(table)
+    try:
+        budget = _budget(args.device, args.frame_size, args.frames, args.iters, args.warmup, args.threads)
+        if args.checkpoints:
+            missing = [p for p in args.checkpoints if not Path(p).is_file()]
+            if missing:
+                raise FileNotFoundError(f"checkpoint(s) not found: {', '.join(missing)}")
+            groups = {"multitask": [args.checkpoints[0]], "naive": list(args.checkpoints[1:])}
+            trunk = "from checkpoints"
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            groups = make_random_checkpoints(out, args.trunk, tuple(args.input_size or (512, 512)))
+            trunk = args.trunk
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"mtl-bench: error: {exc}", file=sys.stderr)
+        return 2
+    report = {"trunk": trunk, "input_size": list(args.input_size or (512, 512)), "budget": budget,
+              "checkpoints": groups, "variants": [], "complete": False}
+    workers = {side: _Worker(side, groups[side], args.threads) for side in SIDES}
+    try:
+        for precision in args.precision:
+            for mode in modes:
+                spec = {"device": args.device, "precision": precision, "mode": mode, "frame_size": list(args.frame_size),
+                        "frames": args.frames, "iters": args.iters, "warmup": args.warmup,
+                        "input_size": args.input_size, "compile_mode": args.compile_mode}
+                print(f"[bench] {precision} {mode}", flush=True)
+                results = {side: workers[side].run(spec, args.variant_timeout) for side in SIDES}
+                status, reason = _variant_status(results)
+                variant = {"precision": precision, "mode": mode, "status": status, "reason": reason, "results": results}
+                if status == "ok":
+                    variant["ratios"] = compare(results)
+                    report["input_size"] = results["multitask"]["input_size"]
+                report["variants"].append(variant)
+                _write(out, report)
+    finally:
+        for worker in workers.values():
+            worker.close()
+    report["complete"] = True
+    _write(out, report)
+    print(markdown_table(report))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
-    return 0
+    return 1 if any(v["status"] == "failed" for v in report["variants"]) else 0
 
 
 if __name__ == "__main__":
