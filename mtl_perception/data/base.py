@@ -4,7 +4,9 @@ Sample contract: ``dataset[i] -> (image, target)`` with ``image`` a uint8 RGB
 ``tv_tensors.Image`` [3,H,W] and ``target`` a dict holding only the keys the sample is
 labelled for: ``boxes`` (XYXY ``tv_tensors.BoundingBoxes`` [N,4] float32), ``labels``
 (int64 [N], 0-based, no background), optional ``difficult`` (bool [N]); ``mask``
-(``tv_tensors.Mask`` [H,W] uint8, 255 = ignore); always ``image_id`` (str).
+(``tv_tensors.Mask`` [H,W] uint8, 255 = ignore); optional ``ignore_mask`` (``tv_tensors.Mask``
+[H,W] uint8, 1 inside regions the detector must neither find nor avoid, e.g. VisDrone's
+ignored regions); always ``image_id`` (str).
 """
 
 from __future__ import annotations

@@ -4,13 +4,14 @@
 
 * ``voc``: :class:`PascalVOC` arguments (``root``, ``splits``, ``mode``, ``sbd_root``, ...);
 * ``sdd``: :class:`StanfordDrone` arguments (``root``, ``videos``, ``frame_stride``, ...);
+* ``visdrone``: :class:`VisDroneDetection` arguments (``root``, ``max_occlusion``, ...);
 * ``seg_folder``: :class:`SegmentationFolder` arguments (``image_dir``, ``mask_dir``,
   ``class_map``, ...), or ``pairs_file`` (+ ``root``) for :meth:`SegmentationFolder.from_pairs_file`;
 * ``coco``: :class:`CocoDetection` arguments (``image_dir``, ``ann_file``, ``crowd``, ...);
 * ``deepforest_trees``: :func:`deepforest_tree_split` arguments (``split``, ``tile_size``, ...);
 * ``solaris_buildings``: :func:`solaris_building_split` arguments (``split``, ``tile_size``, ...).
 
-For the first four an optional ``tile`` mapping (``size``, ``stride``, ``edge``, ``region``,
+For the first five an optional ``tile`` mapping (``size``, ``stride``, ``edge``, ``region``,
 ``min_box_visibility``, ``min_box_size``, ``drop_empty``) cuts the images into tiles
 (:class:`TiledDataset`). Unknown keys are errors. Example::
 
@@ -36,6 +37,7 @@ from .sampler import InterleavedBatchSampler
 from .sdd import StanfordDrone
 from .seg_folder import SegmentationFolder
 from .tiling import TiledDataset
+from .visdrone import VisDroneDetection
 from .voc import PascalVOC
 
 _PATH_KEYS = {"root", "sbd_root", "image_dir", "mask_dir", "ann_file", "pairs_file", "data_dir"}
@@ -51,6 +53,7 @@ def _factory(cfg: Mapping[str, Any]) -> tuple[Callable[..., Dataset], bool]:
     factories: dict[str, tuple[Callable[..., Dataset], bool]] = {
         "voc": (PascalVOC, True),
         "sdd": (StanfordDrone, True),
+        "visdrone": (VisDroneDetection, True),
         "seg_folder": (SegmentationFolder, True),
         "coco": (CocoDetection, True),
         "deepforest_trees": (deepforest_tree_split, False),

@@ -3,7 +3,10 @@
 Two ways to list samples:
 
 * folders: every image under ``image_dir`` (recursively) pairs with the mask at the same
-  relative path under ``mask_dir``, with the extension replaced by ``mask_suffix``;
+  relative path under ``mask_dir``, with the extension replaced by ``mask_suffix``; with
+  ``image_folder``/``mask_folder`` only images in folders of that name count, and their
+  masks sit beside them in the sibling folder (UAVid: ``seq1/Images/000000.png`` pairs with
+  ``seq1/Labels/000000.png``);
 * a pairs file (:meth:`SegmentationFolder.from_pairs_file`): one ``image_path mask_path``
   pair per line, relative to the file's folder (or ``root``); ``#`` starts a comment.
 
@@ -37,6 +40,8 @@ class SegmentationFolder(LabelledImageDataset):
         mask_format: ``'auto'``, ``'index'`` or ``'color'`` (see :class:`MaskDecoder`).
         seg_classes: the model's segmentation classes (default the dataset's after renaming).
         unmapped_mask: ``'ignore'`` (255) or ``'background'`` (0) for classes the model lacks.
+        image_folder: use only images whose folder has this name (e.g. ``'Images'``) ...
+        mask_folder: ... and find each mask in the sibling folder of this name (``'Labels'``).
         transforms: joint transform applied to each sample.
     """
 
@@ -50,12 +55,18 @@ class SegmentationFolder(LabelledImageDataset):
         mask_format: str = "auto",
         seg_classes: Sequence[str] | None = None,
         unmapped_mask: str = "ignore",
+        image_folder: str | None = None,
+        mask_folder: str | None = None,
         transforms: JointTransformFn | None = None,
     ) -> None:
         image_dir = require_dir(image_dir, "segmentation image directory")
         mask_dir = require_dir(mask_dir, "segmentation mask directory")
+        if (image_folder is None) != (mask_folder is None) or (image_folder is not None and image_folder == mask_folder):
+            raise ValueError(f"give image_folder and mask_folder together, and different, got {image_folder!r}, {mask_folder!r}")
         images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        if mask_dir.resolve() == image_dir.resolve():
+        if image_folder is not None:
+            images = [p for p in images if p.parent.name == image_folder]
+        elif mask_dir.resolve() == image_dir.resolve():
             if mask_suffix == Path(f"x{mask_suffix}").suffix:
                 raise ValueError(
                     f"images and masks share {image_dir}: give a mask_suffix that marks masks, e.g. '_mask.png'"
@@ -68,7 +79,13 @@ class SegmentationFolder(LabelledImageDataset):
             if missing:
                 raise FileNotFoundError(f"{len(missing)} listed images not found under {image_dir}, e.g. {missing[0]!r}")
             by_id = {i: by_id[i] for i in wanted}
-        pairs = [(p, mask_dir / f"{sample_id}{mask_suffix}", sample_id) for sample_id, p in by_id.items()]
+        def mask_path(sample_id: str) -> Path:
+            relative = Path(sample_id)
+            if image_folder is not None:
+                relative = relative.parent.parent / mask_folder / relative.name
+            return mask_dir / f"{relative}{mask_suffix}"
+
+        pairs = [(p, mask_path(sample_id), sample_id) for sample_id, p in by_id.items()]
         self._init_pairs(pairs, class_map, mask_format, seg_classes, unmapped_mask, transforms, str(image_dir))
 
     @classmethod

@@ -45,7 +45,7 @@ class TiledDataset(LabelledImageDataset):
 
     Boxes are clipped to the tile; a clipped box is kept only if at least
     ``min_box_visibility`` of its area and ``min_box_size`` pixels of width and height remain.
-    Masks are cropped with the image. Tile ids are ``'<base id>@y<top>_x<left>'``.
+    Masks (``mask``, ``ignore_mask``) are cropped with the image. Tile ids are ``'<base id>@y<top>_x<left>'``.
 
     Args:
         base: the dataset to tile (its own ``transforms`` must be None).
@@ -141,8 +141,9 @@ class TiledDataset(LabelledImageDataset):
         base_index, top, left, height, width = tile
         image, target = self._base_sample(base_index)
         out = {"image_id": f"{target['image_id']}@y{top}_x{left}"}
-        if "mask" in target:
-            out["mask"] = F.crop(target["mask"], top, left, height, width)
+        for key, value in target.items():
+            if isinstance(value, tv_tensors.Mask):  # the label mask, VisDrone's ignore_mask
+                out[key] = F.crop(value, top, left, height, width)
         if "boxes" in target:
             boxes = target["boxes"]
             area_before = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])

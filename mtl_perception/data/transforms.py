@@ -9,21 +9,33 @@ Martí & Maki 2017's aerial setting):
    (segmentation-only, or detection-labelled but empty) get ``RandomResizedCrop`` instead,
    because the IoU crop needs boxes,
 4. ``RandomHorizontalFlip`` (and optionally ``RandomVerticalFlip``, natural for nadir imagery),
-5. ``Resize`` to the model input size (masks use nearest neighbour),
+5. fit to the model input size as the model's ``resize`` says (masks use nearest neighbour):
+   ``stretch`` resizes each axis (``Resize``); ``letterbox`` keeps the aspect ratio and pads
+   (:class:`Letterbox`, the geometry of :mod:`mtl_perception.letterbox` that the
+   :class:`~mtl_perception.predictor.Predictor` inverts). With ``letterbox``, samples without
+   boxes get :class:`RandomAreaCrop` (a crop that is not resized) instead of
+   ``RandomResizedCrop``, so the network never sees a frame distorted;
 6. ``SanitizeBoundingBoxes`` (labels and ``difficult`` filtered with the boxes).
 
-Evaluation pipeline: ``Resize`` only.
+Evaluation pipeline: the fit to the input size only.
+
+Other masks in the target (``ignore_mask``: 1 inside regions whose anchors the SSD matcher
+ignores) follow the image like ``mask``; zoom-out and letterbox padding fill them with 255,
+which means "not an ignored region" there.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
+from ..letterbox import RESIZE_MODES, resize_geometry
 from .base import IGNORE_INDEX, Sample
 
 IMAGENET_MEAN_UINT8 = (124, 116, 104)
@@ -42,8 +54,10 @@ class AugmentationConfig:
             uncropped with probability 1/7 by design).
         crop_min_scale: smallest crop side as a fraction of the image side.
         hflip / hflip_p, vflip / vflip_p: flips.
-        fill_mean: RGB uint8 fill of zoomed-out borders.
+        fill_mean: RGB uint8 fill of zoomed-out borders and letterbox padding.
         min_box_size: boxes smaller than this (pixels, after resize) are removed.
+        resize: ``stretch`` or ``letterbox``: how the sample is fitted to ``input_size``
+            (always the model's ``resize``; the training config sets it from there).
     """
 
     input_size: tuple[int, int] = (300, 300)
@@ -65,6 +79,7 @@ class AugmentationConfig:
     vflip_p: float = 0.5
     fill_mean: tuple[int, int, int] = IMAGENET_MEAN_UINT8
     min_box_size: float = 1.0
+    resize: str = "stretch"
 
     def __post_init__(self) -> None:
         self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
@@ -77,6 +92,84 @@ class AugmentationConfig:
             raise ValueError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
         if self.zoom_out_max_scale < 1.0:
             raise ValueError(f"zoom_out_max_scale must be >= 1, got {self.zoom_out_max_scale}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+
+
+def _first_size(flat_inputs: list[Any]) -> tuple[int, int]:
+    for item in flat_inputs:
+        if isinstance(item, (tv_tensors.Image, tv_tensors.Mask)):
+            return tuple(F.get_size(item))  # type: ignore[return-value]
+    raise TypeError("the sample holds no image")
+
+
+def _fill_for(inpt: Any, image_fill: Sequence[int]) -> Any:
+    if isinstance(inpt, tv_tensors.Image):
+        return list(image_fill)
+    return IGNORE_INDEX if isinstance(inpt, tv_tensors.Mask) else 0
+
+
+class Letterbox(v2.Transform):
+    """Fit a sample to ``size`` keeping its aspect ratio: resize by one factor, pad the rest.
+
+    The placement is :func:`mtl_perception.letterbox.resize_geometry` (``letterbox``), so
+    boxes land where the Predictor's inverse expects them: original ``x`` becomes
+    ``x * scale_x + pad_left``. Images are padded with ``fill`` (RGB uint8), masks with 255.
+
+    Args:
+        size: (H, W) of the model input.
+        fill: RGB uint8 padding colour of images.
+    """
+
+    def __init__(self, size: Sequence[int], fill: Sequence[int] = IMAGENET_MEAN_UINT8) -> None:
+        super().__init__()
+        self.size = tuple(int(v) for v in size)
+        self.fill = tuple(int(v) for v in fill)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"geometry": resize_geometry(_first_size(flat_inputs), self.size, "letterbox")}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        geometry = params["geometry"]
+        out = inpt
+        if geometry.content_size != geometry.src_size:
+            out = F.resize(out, list(geometry.content_size), antialias=True)
+        bottom = geometry.dst_size[0] - geometry.content_size[0] - geometry.pad_top
+        right = geometry.dst_size[1] - geometry.content_size[1] - geometry.pad_left
+        if geometry.pad_top or geometry.pad_left or bottom or right:
+            out = F.pad(out, [geometry.pad_left, geometry.pad_top, right, bottom], fill=_fill_for(inpt, self.fill))
+        return out
+
+
+class RandomAreaCrop(v2.Transform):
+    """Crop a random window (area ``scale`` of the image, aspect ratio in ``ratio``) without
+    resizing it: ``RandomResizedCrop``'s window for pipelines that fit the size afterwards
+    (letterbox), where resizing the window to a fixed shape would distort the frame."""
+
+    def __init__(self, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (0.75, 4 / 3)) -> None:
+        super().__init__()
+        self.scale = scale
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = _first_size(flat_inputs)
+        area = height * width * float(torch.empty(1).uniform_(*self.scale))
+        aspect = math.exp(float(torch.empty(1).uniform_(*self.log_ratio)))
+        crop_w = min(width, max(1, round(math.sqrt(area * aspect))))
+        crop_h = min(height, max(1, round(math.sqrt(area / aspect))))
+        top = int(torch.randint(0, height - crop_h + 1, ()))
+        left = int(torch.randint(0, width - crop_w + 1, ()))
+        return {"top": top, "left": left, "height": crop_h, "width": crop_w}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return F.crop(inpt, **params)
+
+
+def fit_to_input(cfg: "AugmentationConfig") -> torch.nn.Module:
+    """The last geometric step: ``Resize`` (stretch) or :class:`Letterbox` to ``cfg.input_size``."""
+    if cfg.resize == "letterbox":
+        return Letterbox(cfg.input_size, cfg.fill_mean)
+    return v2.Resize(cfg.input_size, antialias=True)
 
 
 def _labels_and_flags(inputs: Any) -> tuple[torch.Tensor, ...]:
@@ -130,7 +223,7 @@ class JointTransform(torch.nn.Module):
 def build_transforms(cfg: AugmentationConfig | None = None, train: bool = True) -> JointTransform:
     """The training (``train=True``) or evaluation (resize only) joint transform of ``cfg``."""
     cfg = cfg or AugmentationConfig()
-    resize = v2.Resize(cfg.input_size, antialias=True)
+    resize = fit_to_input(cfg)
     if not train:
         return JointTransform([], None, None, [resize], None)
     steps: list[torch.nn.Module] = []
@@ -148,8 +241,10 @@ def build_transforms(cfg: AugmentationConfig | None = None, train: bool = True) 
     box_crop = plain_crop = None
     if cfg.crop:
         box_crop = v2.RandomApply([v2.RandomIoUCrop(min_scale=cfg.crop_min_scale)], p=cfg.crop_p)
+        area_scale, ratio = (cfg.crop_min_scale**2, 1.0), (0.5, 2.0)
         plain_crop = v2.RandomApply(
-            [v2.RandomResizedCrop(cfg.input_size, scale=(cfg.crop_min_scale**2, 1.0), ratio=(0.5, 2.0), antialias=True)],
+            [RandomAreaCrop(area_scale, ratio) if cfg.resize == "letterbox"
+             else v2.RandomResizedCrop(cfg.input_size, scale=area_scale, ratio=ratio, antialias=True)],
             p=cfg.crop_p,
         )
     finish: list[torch.nn.Module] = []

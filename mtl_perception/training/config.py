@@ -13,7 +13,8 @@ Top-level sections (see ``config/train/demo_aerial.yaml`` for a commented exampl
     train: {...}
     eval: {...}
 
-Unknown keys anywhere are errors that name the key.
+Unknown keys anywhere are errors that name the key. ``base: other.yaml`` starts a file from
+another one (relative path): mappings merge key by key, lists and values replace.
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ class TrainConfig:
         unknown = sorted(set(self.augmentation) - aug_fields)
         if unknown:
             raise ConfigError(f"unknown key augmentation.{unknown[0]}")
+        if "resize" in self.augmentation:
+            raise ConfigError("augmentation.resize follows the model; set model.resize (stretch | letterbox) instead")
 
     def model_config(self, class_names: Mapping[str, list[str]]) -> ModelConfig:
         """The :class:`ModelConfig` for :attr:`task` and ``class_names`` (per task)."""
@@ -202,9 +205,10 @@ class TrainConfig:
             raise ConfigError(f"model: {exc}") from exc
 
     def augmentation_config(self) -> AugmentationConfig:
-        """:class:`AugmentationConfig`; its ``input_size`` defaults to the model's."""
+        """:class:`AugmentationConfig`; its ``input_size`` defaults to the model's, its ``resize`` is the model's."""
         values = dict(self.augmentation)
         values.setdefault("input_size", self.model.get("input_size", ModelConfig.input_size))
+        values["resize"] = self.model.get("resize", ModelConfig.resize)
         try:
             return AugmentationConfig(**values)
         except (TypeError, ValueError) as exc:
@@ -320,19 +324,52 @@ def _list_index(part: str, node: list, where: str) -> int:
     return int(part)
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML training config and apply ``key=value`` overrides.
+BASE_KEY = "base"  # a config may start from another file: base: voc_multitask.yaml (relative to it)
+
+
+def _merged(base: Any, changes: Any) -> Any:
+    """``changes`` laid over ``base``: mappings merge key by key, anything else replaces."""
+    if isinstance(base, Mapping) and isinstance(changes, Mapping):
+        out = dict(base)
+        for key, value in changes.items():
+            out[key] = _merged(base[key], value) if key in base else value
+        return out
+    return changes
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML training config, with its ``base`` chain merged in.
 
     Raises:
-        ConfigError: unreadable file, unknown key or invalid value (the message names the file).
+        ConfigError: missing or invalid file, or a ``base`` cycle (naming the file).
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: training config not found")
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: 'base' configs form a cycle")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: a training config must be a mapping, got {type(data).__name__}")
+    data = dict(data)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name, got {base!r}")
+    return _merged(read_config_file(path.parent / base, (*_seen, path.resolve())), data)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML training config (and its ``base`` chain) and apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: unreadable file, unknown key or invalid value (the message names the file).
+    """
+    data = read_config_file(path)
     try:
         return config_from_dict(apply_overrides(data, overrides or []))
     except ConfigError as exc:
