@@ -18,15 +18,8 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
 from .data.base import IGNORE_INDEX
+from .models.anchors import box_coder
 from .models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS
-
-# SSD's box-coder weights (variance 0.1 for centres, 0.2 for sizes).
-BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-
-
-def box_coder() -> det_utils.BoxCoder:
-    """The one box coder shared by the loss and the postprocess."""
-    return det_utils.BoxCoder(weights=BOX_CODER_WEIGHTS)
 
 
 def segmentation_loss(seg_logits: torch.Tensor, targets: list[dict], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -50,6 +43,33 @@ def segmentation_loss(seg_logits: torch.Tensor, targets: list[dict], ignore_inde
     return total / count.clamp(min=1)
 
 
+# An anchor with at least this fraction of its area inside ignored regions (VisDrone's
+# category 0) that matches no box is neither a positive nor a negative.
+IGNORE_REGION_OVERLAP = 0.5
+
+
+def ignored_anchors(anchors: torch.Tensor, ignore_mask: torch.Tensor, min_overlap: float = IGNORE_REGION_OVERLAP) -> torch.Tensor:
+    """Anchors lying mostly inside ignored regions.
+
+    Args:
+        anchors: [A, 4] XYXY input pixels.
+        ignore_mask: [H, W] at input resolution, 1 inside ignored regions (other values: not).
+    Returns:
+        bool [A]: the covered fraction of the anchor's whole area (pixels, from an integral
+        image; area outside the input counts as not ignored) is ``>= min_overlap``.
+    """
+    inside = (ignore_mask == 1).to(torch.float64)
+    height, width = inside.shape
+    integral = F.pad(inside.cumsum(0).cumsum(1), (1, 0, 1, 0))
+    x0 = anchors[:, 0].round().clamp(0, width).long()
+    x1 = anchors[:, 2].round().clamp(0, width).long()
+    y0 = anchors[:, 1].round().clamp(0, height).long()
+    y1 = anchors[:, 3].round().clamp(0, height).long()
+    covered = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    area = ((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])).to(torch.float64).clamp(min=1e-9)
+    return covered / area >= min_overlap
+
+
 def multibox_loss(
     cls_logits: torch.Tensor,
     bbox_regression: torch.Tensor,
@@ -64,7 +84,9 @@ def multibox_loss(
     Anchors are matched to ground truth with torchvision's ``SSDMatcher`` (IoU >= 0.5,
     plus each box's best anchor). Localisation: smooth-L1 on box-coder offsets, or GIoU
     on decoded boxes, for matched anchors. Classification: cross-entropy on positives
-    plus the hardest negatives, ``neg_pos_ratio`` negatives per positive.
+    plus the hardest negatives, ``neg_pos_ratio`` negatives per positive. A sample's optional
+    ``ignore_mask`` ([H, W] at input size, 1 in ignored regions) takes the unmatched anchors
+    of :func:`ignored_anchors` out of the negatives.
 
     Args:
         cls_logits: [B, A, C + 1]; bbox_regression: [B, A, 4]; anchors: [A, 4] XYXY.
@@ -85,8 +107,11 @@ def multibox_loss(
     bbox_regression = bbox_regression[index].float()
     num_anchors = anchors.shape[0]
 
-    class_targets, box_losses, positives = [], [], []
+    class_targets, box_losses, positives, ignored = [], [], [], []
     for row, i in enumerate(index):
+        region = targets[i].get("ignore_mask")
+        ignored.append(ignored_anchors(anchors, region.to(anchors.device)) if region is not None
+                       else torch.zeros(num_anchors, dtype=torch.bool, device=anchors.device))
         boxes = targets[i]["boxes"].to(device=anchors.device, dtype=torch.float32).reshape(-1, 4)
         labels = targets[i]["labels"].to(device=anchors.device, dtype=torch.long).reshape(-1)
         if boxes.shape[0] != labels.shape[0]:
@@ -116,10 +141,11 @@ def multibox_loss(
                                  reduction="none").view_as(class_targets_t)
     # Hard negative mining: rank the negatives of each image by loss, keep the top 3 per positive.
     negative_loss = per_anchor.detach().clone()
-    negative_loss[positives_t] = -math.inf
+    not_negative = positives_t | torch.stack(ignored)
+    negative_loss[not_negative] = -math.inf
     _, order = negative_loss.sort(dim=1, descending=True)
     _, rank = order.sort(dim=1)
-    hard_negatives = rank < neg_pos_ratio * num_pos_per_image
+    hard_negatives = (rank < neg_pos_ratio * num_pos_per_image) & ~not_negative
     num_pos = positives_t.sum()
     normaliser = num_pos.clamp(min=1).float()
     loss_box = torch.stack(box_losses).sum() / normaliser if box_losses else zero

@@ -7,12 +7,15 @@ models' consumers all call these functions on the network's raw outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import batched_nms
 
-from .losses import box_coder
+from .letterbox import ResizeGeometry, boxes_to_original, resize_geometry, resize_to_original
+from .models.anchors import box_coder
 
 
 @dataclass
@@ -50,24 +53,24 @@ def decode_detections(
     cls_logits: torch.Tensor,
     bbox_regression: torch.Tensor,
     anchors: torch.Tensor,
-    input_size: tuple[int, int],
-    original_sizes: list[tuple[int, int]],
+    geometries: Sequence[ResizeGeometry],
     params: DetectionParams,
+    coder: BoxCoder | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """Decode SSD outputs: softmax, score threshold, class-wise NMS, top-k, rescale.
+    """Decode SSD outputs: softmax, score threshold, class-wise NMS, top-k, map to original pixels.
 
     Args:
         cls_logits: [B, A, C + 1] (index 0 = background).
         bbox_regression: [B, A, 4] box-coder offsets.
         anchors: [A, 4] XYXY in input pixels.
-        input_size: (H, W) the network saw.
-        original_sizes: (H, W) of each original image; boxes are mapped to these.
+        geometries: per image, how it was fitted to the input (:func:`~mtl_perception.letterbox.resize_geometry`).
+        coder: the model's box coder (``model.box_coder``); default the SSD coder.
     Returns:
-        One dict per image: ``boxes`` [N, 4] XYXY original pixels (clipped), ``scores``
-        [N], ``labels`` [N] 0-based detection class indices; sorted by score.
+        One dict per image: ``boxes`` [N, 4] XYXY original pixels (clipped to the frame),
+        ``scores`` [N], ``labels`` [N] 0-based detection class indices; sorted by score.
+        Tensors stay on the outputs' device.
     """
-    coder = box_coder()
-    in_h, in_w = input_size
+    coder = coder or box_coder()
     results = []
     probabilities = F.softmax(cls_logits.float(), dim=-1)[..., 1:]
     num_classes = probabilities.shape[-1]
@@ -75,7 +78,7 @@ def decode_detections(
     if params.class_allowlist is not None:
         allow = torch.zeros(num_classes, dtype=torch.bool, device=probabilities.device)
         allow[list(params.class_allowlist)] = True
-    for image_index, (orig_h, orig_w) in enumerate(original_sizes):
+    for image_index, geometry in enumerate(geometries):
         scores = probabilities[image_index]
         if allow is not None:
             scores = scores * allow
@@ -87,8 +90,7 @@ def decode_detections(
         labels = keep % num_classes
         candidate_scores = flat[keep]
         boxes = coder.decode_single(bbox_regression[image_index, anchor_index].float(), anchors[anchor_index].float())
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, in_w) * (orig_w / in_w)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, in_h) * (orig_h / in_h)
+        boxes = boxes_to_original(boxes, geometry)
         nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, candidate_scores, labels = boxes[nonempty], candidate_scores[nonempty], labels[nonempty]
         kept = batched_nms(boxes, candidate_scores, labels, params.nms_iou)[: params.max_detections]
@@ -96,20 +98,38 @@ def decode_detections(
     return results
 
 
-def segmentation_masks(seg_logits: torch.Tensor, original_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """Argmax class masks at each original size: logits are resized first, then argmax.
+def segmentation_masks(seg_logits: torch.Tensor,
+                       geometries: Sequence[ResizeGeometry | tuple[int, int]]) -> list[torch.Tensor]:
+    """Argmax class masks at each original size: logits are brought to the original size
+    first (crop of the letterbox padding, one bilinear resize), then argmax.
 
     Args:
-        seg_logits: [B, K, h, w].
+        seg_logits: [B, K, h, w], at the input size, or already at each original size.
+        geometries: per image, its :class:`ResizeGeometry`, or its original (H, W) for a
+            stretched input.
     Returns:
-        One [H, W] uint8 mask per image (int64 if K > 256).
+        One [H, W] uint8 mask per image (int64 if K > 256), on the logits' device.
     """
     dtype = torch.uint8 if seg_logits.shape[1] <= 256 else torch.int64
     masks = []
-    for image_index, size in enumerate(original_sizes):
+    for image_index, geometry in enumerate(geometries):
+        if not isinstance(geometry, ResizeGeometry):
+            geometry = resize_geometry(geometry, seg_logits.shape[-2:], "stretch")
         logits = seg_logits[image_index: image_index + 1]
-        if tuple(logits.shape[-2:]) != tuple(size):
-            logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        if tuple(logits.shape[-2:]) != geometry.src_size:
+            logits = resize_to_original(logits, geometry)
         # max(dim=0).indices on [K, H, W]: torch's CPU argmax over the channel dim of NCHW is ~20x slower.
         masks.append(logits[0].max(dim=0).indices.to(dtype))
     return masks
+
+
+def colorize_masks(mask: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """[..., H, W] class indices → [..., H, W, 3] uint8 colours, on the mask's device.
+
+    ``palette`` is [P, 3] uint8 (:func:`mtl_perception.visualization.segmentation_palette`);
+    indices wrap modulo P, as :func:`~mtl_perception.visualization.colorize_mask` does.
+    """
+    index = mask.long()
+    if mask.dtype != torch.uint8 or palette.shape[0] < 256:
+        index = index % palette.shape[0]
+    return palette[index]

@@ -1,7 +1,12 @@
 """The one inference path: image in, class mask and boxes in original pixels out.
 
-The ROS nodes, the evaluator, the benchmark and the exporter all run models through
-:class:`Predictor`, so a figure measured in one is the figure of the others.
+The ROS nodes, the evaluator, training validation, the benchmark and the exporter all run
+models through :class:`Predictor`, so a figure measured in one is the figure of the others.
+
+On CUDA the whole path runs on the device: the uint8 frame is uploaded once (from pinned
+memory); the resize (stretch or letterbox, as the model was trained), normalisation,
+network, argmax at the original size, palette colouring and box decoding run there; only
+the mono8 mask, the colour image (when asked for) and the boxes come back.
 """
 
 from __future__ import annotations
@@ -13,26 +18,30 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, load_checkpoint
-from .models.nets import BBOX_REGRESSION, CLS_LOGITS, OUTPUT_KEYS, SEG_LOGITS
-from .postprocess import DetectionParams, decode_detections, segmentation_masks
+from .letterbox import ResizeGeometry, pad_value, resize_geometry, resize_to_input
+from .models.nets import BBOX_REGRESSION, CLS_LOGITS, OUTPUT_KEYS, SEG_LOGITS, PerceptionNet
+from .postprocess import DetectionParams, colorize_masks, decode_detections, segmentation_masks
+from .visualization import segmentation_palette
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cuda", "cpu")
+DEVICES = ("auto", "cuda", "cpu")  # and "cuda:N", a CUDA device by index
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("torch", "onnxruntime")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
 class StageTimings:
-    """Wall time of each stage of one prediction, in milliseconds."""
+    """Wall time of each stage of one prediction (of the whole batch for :meth:`Predictor.predict_batch`), in ms."""
 
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
@@ -46,7 +55,8 @@ class Prediction:
 
     ``mask`` is [H, W] uint8 class indices (None without a segmentation branch);
     ``boxes`` [N, 4] float32 XYXY, ``scores`` [N] float32, ``labels`` [N] int64 detection
-    class indices (empty without a detection branch).
+    class indices (empty without a detection branch); ``color`` [H, W, 3] uint8 RGB, the
+    mask in the segmentation palette, only when asked for (``predict(image, color=True)``).
     """
 
     mask: np.ndarray | None
@@ -54,19 +64,30 @@ class Prediction:
     scores: np.ndarray
     labels: np.ndarray
     timings: StageTimings = field(default_factory=StageTimings)
-    image_size: tuple[int, int] = (0, 0)
+    color: np.ndarray | None = None
 
 
 def resolve_device(device: str) -> torch.device:
-    """Apply the device policy: ``auto`` (CUDA, else CPU with a warning), ``cuda`` (fail without it), ``cpu``."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    """Apply the device policy: ``auto`` (CUDA, else CPU with a warning), ``cuda`` or ``cuda:N``
+    (fail without it), ``cpu``."""
+    index = None
+    if isinstance(device, str) and device.startswith("cuda:"):
+        if not device[5:].isdigit():
+            raise ValueError(f"device must be auto, cuda, cuda:N or cpu, got {device!r}")
+        index = int(device[5:])
+    elif device not in DEVICES:
+        raise ValueError(f"device must be auto, cuda, cuda:N or cpu, got {device!r}")
     if device == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
-        return torch.device("cuda")
-    if device == "cuda":
-        raise RuntimeError("device 'cuda' was requested but CUDA is not available (torch.cuda.is_available() is False)")
+        if index is None:
+            return torch.device("cuda")
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise RuntimeError(f"device {device!r} was requested but only {count} CUDA device(s) are visible")
+        return torch.device("cuda", index)
+    if device != "auto":
+        raise RuntimeError(f"device {device!r} was requested but CUDA is not available (torch.cuda.is_available() is False)")
     log.warning("CUDA is not available: running on the CPU (set device: cpu to silence this warning)")
     return torch.device("cpu")
 
@@ -81,19 +102,54 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def resolve_compile_mode(mode: str | None, device: torch.device, cuda_graph: bool) -> str:
+    """The ``torch.compile`` mode: ``mode`` if given, else the batch-1 choice for the device.
+
+    On CUDA ``reduce-overhead``: at batch 1 the network is launch-bound, and that mode
+    replays the compiled kernels as CUDA graphs. With ``cuda_graph`` the Predictor captures
+    its own graph around the compiled network, so the mode is ``default`` (graphs once, not
+    twice). On the CPU ``default``. ``max-autotune*`` modes tune kernels for minutes: opt in.
+    """
+    if mode is None:
+        return "reduce-overhead" if device.type == "cuda" and not cuda_graph else "default"
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {mode!r}")
+    if cuda_graph and mode == "reduce-overhead":
+        raise ValueError("compile_mode 'reduce-overhead' already uses CUDA graphs: use it without cuda_graph")
+    return mode
+
+
+@dataclass
+class _CapturedGraph:
+    graph: "torch.cuda.CUDAGraph"
+    inputs: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+
+
 class Predictor:
-    """Runs a checkpoint on single images.
+    """Runs a checkpoint on images, one at a time or as a batch.
 
     Args:
         checkpoint: path or loaded :class:`Checkpoint`.
-        device: ``auto`` | ``cuda`` | ``cpu``.
+        device: ``auto`` | ``cuda`` | ``cuda:N`` | ``cpu``.
         precision: ``fp32`` | ``fp16`` | ``bf16`` (autocast; fp16 falls back to fp32 on CPU).
-        input_size: (H, W) the image is resized to; default the checkpoint's.
+        input_size: (H, W) the image is fitted to; default the checkpoint's. How it is fitted
+            (``stretch`` or ``letterbox``) is the checkpoint's ``resize``, what it was trained with.
         detection: postprocess settings (score threshold, NMS IoU, max detections, allow-list).
         channels_last: NHWC memory format on CUDA (faster convolutions with tensor cores).
-        cuda_graph: capture the network in a CUDA graph (fixed input size; CUDA only).
+        cuda_graph: run the network as CUDA graphs, one captured per batch size in use (the
+            first use of a batch size captures it; batch 1 at construction). CUDA only.
         warmup: forward passes run at construction (cuDNN autotuning, allocator, graph capture).
         backend: ``torch``, or ``onnxruntime`` with ``onnx_path`` (an export of this checkpoint).
+        compile: run the network through ``torch.compile`` (torch backend); compiled at
+            construction, the time it took in :attr:`compile_s`.
+        compile_mode: the ``torch.compile`` mode; default :func:`resolve_compile_mode`'s choice.
+        model: run this in-memory network (used as is, not copied) instead of building one
+            from the checkpoint's weights; the checkpoint then only describes it (see :meth:`from_model`).
+
+    Attributes:
+        compile_s: seconds the compilation took (0 without ``compile``).
+        warmup_s: seconds the ``warmup`` passes took after compiling (graph capture included).
     """
 
     def __init__(
@@ -108,6 +164,9 @@ class Predictor:
         warmup: int = 1,
         backend: str = "torch",
         onnx_path: str | os.PathLike | None = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        model: PerceptionNet | None = None,
     ):
         self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
         self.config = self.checkpoint.config
@@ -119,27 +178,64 @@ class Predictor:
             raise ValueError(f"input_size must be (H, W) with both >= 32, got {self.input_size}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if (cuda_graph or compile) and backend != "torch":
+            raise ValueError("cuda_graph and compile need the torch backend")
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError("cuda_graph needs device cuda")
         self.backend = backend
+        self.resize = self.config.resize
+        self.pad_fill = pad_value(self.config.mean)
         self.detection_params = detection or DetectionParams()
         if self.config.has_detection:
             self.detection_params.validate(self.config.num_det_classes)
-        self.model = self.checkpoint.build_model().to(self.device)
-        # The model now owns the weights: keep the checkpoint's description, not a second copy.
-        self.checkpoint = dataclasses.replace(self.checkpoint, state_dict={})
+        if model is None:
+            model = self.checkpoint.build_model()
+            # The model now owns the weights: keep the checkpoint's description, not a second copy.
+            self.checkpoint = dataclasses.replace(self.checkpoint, state_dict={})
+        elif model.config != self.config:
+            raise ValueError("the model's config differs from the checkpoint's")
+        self.model = model.to(self.device)
         self.channels_last = channels_last and self.device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.anchors = self.model.anchors(self.input_size, self.device) if self.config.has_detection else None
-        self._session = None
-        if backend == "onnxruntime":
-            self._session = _onnx_session(onnx_path, self.device)
-        self._graph = None
+        self.box_coder = self.model.box_coder
+        self._palette = (torch.from_numpy(segmentation_palette(256)).to(self.device)
+                         if self.config.has_segmentation else None)
+        self._session = _onnx_session(onnx_path, self.device) if backend == "onnxruntime" else None
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[int, _CapturedGraph] = {}
+        self._graph_pool = None
+        self.compile_mode = resolve_compile_mode(compile_mode, self.device, cuda_graph) if compile else None
+        self._network = (torch.compile(self.model, mode=self.compile_mode, dynamic=False)
+                         if compile else self.model)
+        self.compile_s = self.warmup_s = 0.0
+        dummy = np.zeros((*self.input_size, 3), dtype=np.uint8)
+        if compile:
+            start = time.perf_counter()
+            with self._device_context(), torch.inference_mode():
+                self._network_outputs(self.preprocess(dummy), None)
+                self._sync()
+            self.compile_s = time.perf_counter() - start
+        start = time.perf_counter()
         if cuda_graph:
-            if self.device.type != "cuda" or backend != "torch":
-                raise ValueError("cuda_graph needs device cuda and the torch backend")
-            self._capture_graph()
+            with self._device_context():
+                self._capture_graph(1)
         for _ in range(max(0, warmup)):
-            self.predict(np.zeros((*self.input_size, 3), dtype=np.uint8))
+            self.predict(dummy)
+        self.warmup_s = time.perf_counter() - start
+
+    @classmethod
+    def from_model(cls, model: PerceptionNet, class_names: dict[str, list[str]], **kwargs) -> "Predictor":
+        """A predictor over an in-memory network (training validation), used as is, not copied.
+
+        ``kwargs`` are the constructor's (``warmup`` defaults to 0 here, ``channels_last`` to
+        False, so the caller's network keeps its memory format).
+        """
+        kwargs.setdefault("warmup", 0)
+        kwargs.setdefault("channels_last", False)
+        checkpoint = Checkpoint(model.config, class_names, {}, {"name": f"{model.config.kind}-{model.config.trunk}"})
+        return cls(checkpoint, model=model, **kwargs)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -166,74 +262,57 @@ class Predictor:
 
     # -- inference -----------------------------------------------------------------------------
 
-    def predict(self, image: np.ndarray) -> Prediction:
-        """Run one HxWx3 uint8 RGB image; returns outputs in its own pixel coordinates."""
-        _check_image(image)
-        params = self.detection_params
-        original_size = (int(image.shape[0]), int(image.shape[1]))
-        start = time.perf_counter()
-        with torch.inference_mode():
-            batch = self.preprocess(image)
-            self._sync()
-            t_pre = time.perf_counter()
-            outputs = self.forward(batch, original_size)
-            self._sync()
-            t_inf = time.perf_counter()
-            prediction = self.postprocess(outputs, original_size, params)
-            t_post = time.perf_counter()
-        prediction.timings = StageTimings(
-            (t_pre - start) * 1e3, (t_inf - t_pre) * 1e3, (t_post - t_inf) * 1e3, (t_post - start) * 1e3
-        )
-        return prediction
+    def predict(self, image: np.ndarray, color: bool = False) -> Prediction:
+        """Run one HxWx3 uint8 RGB image; returns outputs in its own pixel coordinates.
+
+        Args:
+            image: [H, W, 3] uint8 RGB, a numpy array (or a uint8 tensor, on any device).
+            color: also return :attr:`Prediction.color`, coloured on the device.
+        """
+        return self._run([image], color)[0]
 
     __call__ = predict
 
+    def predict_batch(self, images: Sequence[np.ndarray], color: bool = False) -> list[Prediction]:
+        """Run several images, of any sizes, as one batch through the network.
+
+        Each is fitted to the input size and its outputs are mapped back to its own pixels,
+        by the same pre- and postprocess as :meth:`predict`. Every prediction carries the
+        timings of the whole batch. With ``cuda_graph`` each batch size gets its own graph.
+        """
+        return self._run(list(images), color)
+
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """HxWx3 uint8 → [1, 3, h, w] float in [0, 255] at the input size, on the device."""
-        tensor = torch.from_numpy(np.ascontiguousarray(image))
-        if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        tensor = tensor.permute(2, 0, 1).unsqueeze(0).float()
-        if tuple(tensor.shape[-2:]) != self.input_size:
-            tensor = F.interpolate(tensor, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        if self.channels_last:
-            tensor = tensor.contiguous(memory_format=torch.channels_last)
-        return tensor
+        """HxWx3 uint8 → [1, 3, h, w] float in [0, 255] at the input size, on the device
+        (stretched or letterboxed as the model was trained)."""
+        return self._preprocess([image])[0]
 
     def forward(self, batch: torch.Tensor, original_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
         """Raw head outputs for a preprocessed batch.
 
-        With ``original_size`` the torch backend returns segmentation logits at that size
-        (see :meth:`PerceptionNet.forward`); exported backends and the CUDA graph return
-        them at the input size and the postprocess resizes.
+        With ``original_size`` (one stretched image, eager torch backend) the segmentation
+        logits come at that size (see :meth:`PerceptionNet.forward`: one resize instead of
+        two); otherwise, and for letterboxed input, at the input size, and the postprocess
+        crops and resizes. Outputs of a CUDA graph are valid until the next call.
         """
         if self._session is not None:
             names = [o.name for o in self._session.get_outputs()]
             values = self._session.run(None, {self._session.get_inputs()[0].name: batch.cpu().numpy()})
             return {name: torch.from_numpy(value).to(self.device) for name, value in zip(names, values)}
-        if self._graph is not None:
-            self._static_input.copy_(batch)
-            self._graph.replay()
-            return self._static_output
-        with self._autocast():
-            return self.model(batch, original_size)
+        if self.cuda_graph:
+            captured = self._graphs.get(batch.shape[0]) or self._capture_graph(batch.shape[0])
+            captured.inputs.copy_(batch)
+            captured.graph.replay()
+            return captured.outputs
+        direct = (original_size is not None and batch.shape[0] == 1 and self.resize == "stretch"
+                  and self._network is self.model)
+        return self._network_outputs(batch, tuple(original_size) if direct else None)
 
     def postprocess(self, outputs: dict[str, torch.Tensor], original_size: tuple[int, int],
-                    params: DetectionParams | None = None) -> Prediction:
-        """Raw outputs for one image → :class:`Prediction` in original pixels."""
-        params = params or self.detection_params
-        mask = None
-        if SEG_LOGITS in outputs:
-            mask = segmentation_masks(outputs[SEG_LOGITS], [original_size])[0].cpu().numpy()
-        if CLS_LOGITS in outputs:
-            det = decode_detections(outputs[CLS_LOGITS], outputs[BBOX_REGRESSION], self.anchors,
-                                    self.input_size, [original_size], params)[0]
-            boxes = det["boxes"].cpu().numpy().astype(np.float32)
-            scores = det["scores"].cpu().numpy().astype(np.float32)
-            labels = det["labels"].cpu().numpy().astype(np.int64)
-        else:
-            boxes, scores, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        return Prediction(mask, boxes, scores, labels, image_size=original_size)
+                    params: DetectionParams | None = None, color: bool = False) -> Prediction:
+        """Raw outputs for one image of ``original_size`` (H, W) → :class:`Prediction` in its pixels."""
+        geometry = resize_geometry(original_size, self.input_size, self.resize)
+        return self._postprocess(outputs, [geometry], params or self.detection_params, color)[0]
 
     # -- device memory -------------------------------------------------------------------------
 
@@ -245,9 +324,9 @@ class Predictor:
 
     def release(self) -> None:
         """Drop the model and return cached GPU memory; the predictor is unusable afterwards."""
-        self.model = None
-        self._graph = None
-        self._static_input = self._static_output = None
+        self.model = self._network = None
+        self._graphs = {}
+        self._graph_pool = None
         self._session = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -259,42 +338,120 @@ class Predictor:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _run(self, images: list, color: bool) -> list[Prediction]:
+        if not images:
+            return []
+        for image in images:
+            _check_image(image)
+        params = self.detection_params
+        with self._device_context(), torch.inference_mode():
+            start = time.perf_counter()
+            batch, geometries = self._preprocess(images)
+            self._sync()
+            t_pre = time.perf_counter()
+            outputs = self.forward(batch, geometries[0].src_size if len(images) == 1 else None)
+            self._sync()
+            t_inf = time.perf_counter()
+            predictions = self._postprocess(outputs, geometries, params, color)
+            t_post = time.perf_counter()
+        for prediction in predictions:
+            prediction.timings = StageTimings((t_pre - start) * 1e3, (t_inf - t_pre) * 1e3, (t_post - t_inf) * 1e3,
+                                              (t_post - start) * 1e3)
+        return predictions
+
+    def _preprocess(self, images: list) -> tuple[torch.Tensor, list[ResizeGeometry]]:
+        """Upload each uint8 frame once, fit it to the input on the device, stack."""
+        frames, geometries = [], []
+        for image in images:
+            frame = self._upload(image).permute(2, 0, 1).unsqueeze(0)
+            geometry = resize_geometry(frame.shape[-2:], self.input_size, self.resize)
+            frames.append(resize_to_input(frame, geometry, self.pad_fill))
+            geometries.append(geometry)
+        batch = frames[0] if len(frames) == 1 else torch.cat(frames)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch, geometries
+
+    def _upload(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        tensor = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+        if tensor.device == self.device:
+            return tensor
+        if self.device.type == "cuda" and tensor.device.type == "cpu":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def _postprocess(self, outputs: dict[str, torch.Tensor], geometries: list[ResizeGeometry],
+                     params: DetectionParams, color: bool) -> list[Prediction]:
+        """Masks, colours and boxes on the device; only they are copied back."""
+        count = len(geometries)
+        masks = colors = [None] * count
+        if SEG_LOGITS in outputs:
+            masks = segmentation_masks(outputs[SEG_LOGITS], geometries)
+            if color:
+                colors = [colorize_masks(mask, self._palette).cpu().numpy() for mask in masks]
+            masks = [mask.cpu().numpy() for mask in masks]
+        predictions = []
+        if CLS_LOGITS in outputs:
+            found = decode_detections(outputs[CLS_LOGITS], outputs[BBOX_REGRESSION], self.anchors, geometries,
+                                      params, self.box_coder)
+            for index, det in enumerate(found):
+                # One copy per image: boxes, score and label packed in [N, 6].
+                packed = torch.cat([det["boxes"], det["scores"][:, None], det["labels"][:, None].float()], 1).cpu()
+                predictions.append(Prediction(masks[index], packed[:, :4].numpy().astype(np.float32),
+                                              packed[:, 4].numpy().astype(np.float32),
+                                              packed[:, 5].numpy().astype(np.int64), color=colors[index]))
+        else:
+            for index in range(count):
+                predictions.append(Prediction(masks[index], np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                              np.zeros(0, np.int64), color=colors[index]))
+        return predictions
+
+    def _network_outputs(self, batch: torch.Tensor, seg_output_size: tuple[int, int] | None) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            return self._network(batch, seg_output_size)
+
     def _autocast(self):
         if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
 
+    def _device_context(self):
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
+
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _capture_graph(self) -> None:
-        self._static_input = torch.zeros(1, 3, *self.input_size, device=self.device)
+    def _capture_graph(self, batch_size: int) -> _CapturedGraph:
+        """Capture the network at this batch size; graphs share one memory pool (they never run at once)."""
+        static_input = torch.zeros(batch_size, 3, *self.input_size, device=self.device)
         if self.channels_last:
-            self._static_input = self._static_input.contiguous(memory_format=torch.channels_last)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
+            static_input = static_input.contiguous(memory_format=torch.channels_last)
+        if self._graph_pool is None:
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream), torch.inference_mode():
             for _ in range(3):
-                with self._autocast():
-                    self.model(self._static_input)
-        torch.cuda.current_stream().wait_stream(stream)
+                self._network_outputs(static_input, None)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            with self._autocast():
-                self._static_output = self.model(self._static_input)
-        self._graph = graph
+        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._graph_pool):
+            static_output = self._network_outputs(static_input, None)
+        self._graphs[batch_size] = _CapturedGraph(graph, static_input, static_output)
+        return self._graphs[batch_size]
 
 
-def _check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray):
+def _check_image(image: np.ndarray | torch.Tensor) -> None:
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
         raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be HxWx3, got shape {image.shape}")
-    if image.dtype != np.uint8:
+    shape = tuple(image.shape)
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"image must be HxWx3, got shape {shape}")
+    if image.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"image must be uint8, got {image.dtype}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"image is empty: shape {shape}")
 
 
 def _onnx_session(path: str | os.PathLike | None, device: torch.device):

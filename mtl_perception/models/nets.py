@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .anchors import AnchorGenerator
+from .anchors import AnchorGenerator, box_coder
 from .config import ModelConfig
 from .heads import FCNSkipHead, SSDBranch
 from .trunks import Trunk
@@ -45,6 +45,7 @@ class PerceptionNet(nn.Module):
         self.register_buffer("pixel_std", torch.empty(1, 3, 1, 1), persistent=False)
         self.reset_non_persistent_buffers()
         self.anchor_generator = AnchorGenerator(config) if config.has_detection else None
+        self.box_coder = box_coder() if config.has_detection else None
         self.seg_head = (
             FCNSkipHead(channels["c5"], channels["c4"] if config.seg_skip else None, config.num_seg_classes,
                         config.seg_head_channels, norm=config.head_norm)

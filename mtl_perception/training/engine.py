@@ -7,13 +7,13 @@ import math
 from typing import Any, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..evaluation.scores import TaskScores
 from ..losses import MultitaskLoss
-from ..metrics import ConfusionMatrix, DetectionEvaluator
-from ..models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS, PerceptionNet
-from ..postprocess import DetectionParams, decode_detections, segmentation_masks
+from ..models.nets import PerceptionNet
+from ..postprocess import DetectionParams
+from ..predictor import Predictor
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 LOSS_KEYS = ("loss", "loss_seg", "loss_box", "loss_cls")
@@ -91,14 +91,6 @@ def train_step(
     return result
 
 
-def resize_for_model(image: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-    """uint8 [3, H, W] → float [3, h, w] in [0, 255] at the input size (as the Predictor does)."""
-    tensor = image.float().unsqueeze(0)
-    if tuple(tensor.shape[-2:]) != tuple(input_size):
-        tensor = F.interpolate(tensor, size=tuple(input_size), mode="bilinear", align_corners=False, antialias=True)
-    return tensor[0]
-
-
 @torch.no_grad()
 def evaluate(
     model: PerceptionNet,
@@ -108,74 +100,38 @@ def evaluate(
     detection: DetectionParams | None = None,
     amp: str = "none",
 ) -> dict[str, Any]:
-    """mIoU and detection AP of ``model`` on samples at their original size.
+    """Accuracy of ``model`` on samples at their original size, through the deployed path.
 
-    Images are resized to the model's input size like the :class:`Predictor` does; masks
-    and boxes come from the shared postprocess at the original size and are scored against
-    the untouched labels. Each sample counts for the tasks it is labelled for.
+    Every batch goes through :meth:`Predictor.predict_batch` of a predictor over ``model``
+    (:meth:`Predictor.from_model`: same fitting to the input size, stretch or letterbox,
+    same postprocess as the node), and masks and boxes at the original size are scored
+    against the untouched labels by :class:`~mtl_perception.evaluation.scores.TaskScores`.
+    Each sample counts for the tasks it is labelled for.
 
     Args:
         batches: lists of ``(image uint8 [3, H, W], target)`` samples (any sizes).
+        amp: ``none`` | ``fp16`` | ``bf16``: the predictor's precision on CUDA (fp32 on the CPU).
     Returns:
-        ``seg_miou``, ``seg_iou`` (per class name), ``seg_pixel_accuracy`` (with a
-        segmentation branch); ``det_voc_ap50`` (all-point VOC AP at IoU 0.5, mean over
-        classes), ``det_voc07_ap50``, ``det_coco_map``, ``det_coco_ap50``, ``det_per_class_ap50``
-        (with a detection branch); ``score``: mean of ``seg_miou`` and ``det_voc_ap50``
-        (those present); ``num_images``.
+        ``num_images`` and the keys of :mod:`mtl_perception.evaluation.scores` (``seg_miou``,
+        ``seg_iou``, ``det_voc_ap50``, ..., ``score``), the same keys as ``mtl-eval``.
     """
     config = model.config
-    detection = detection or DetectionParams(score_threshold=0.01, max_detections=200)
+    precision = "fp32" if amp == "none" or device.type != "cuda" else amp
+    predictor = Predictor.from_model(model, class_names, device=str(device), precision=precision,
+                                     detection=detection or DetectionParams(score_threshold=0.01, max_detections=200))
+    scores = TaskScores(config.tasks, class_names)
+    num_images = 0
     was_training = model.training
     model.eval()
-    confusion = ConfusionMatrix(config.num_seg_classes) if config.has_segmentation else None
-    evaluator = DetectionEvaluator(class_names["detection"]) if config.has_detection else None
-    anchors = model.anchors(config.input_size, device) if config.has_detection else None
-    seen_seg = seen_det = num_images = 0
     try:
         for batch in batches:
-            samples = [(image, target) for image, target in batch
-                       if ("mask" in target and confusion is not None) or ("boxes" in target and evaluator is not None)]
+            samples = [(image, target) for image, target in batch if scores.labelled_tasks(target)]
             if not samples:
                 continue
-            inputs = torch.stack([resize_for_model(image, config.input_size) for image, _ in samples]).to(device)
-            original_sizes = [tuple(image.shape[-2:]) for image, _ in samples]
-            with autocast_context(device, amp):
-                outputs = model(inputs)
-            masks = segmentation_masks(outputs[SEG_LOGITS].float(), original_sizes) if confusion is not None else None
-            detections = (decode_detections(outputs[CLS_LOGITS], outputs[BBOX_REGRESSION], anchors, config.input_size,
-                                            original_sizes, detection) if evaluator is not None else None)
-            for index, (_, target) in enumerate(samples):
+            predictions = predictor.predict_batch([image.permute(1, 2, 0) for image, _ in samples])
+            for prediction, (_, target) in zip(predictions, samples):
+                scores.add((num_images, target.get("image_id")), prediction, target)
                 num_images += 1
-                if confusion is not None and "mask" in target:
-                    confusion.update(masks[index].cpu().long(), torch.as_tensor(target["mask"]).long())
-                    seen_seg += 1
-                if evaluator is not None and "boxes" in target:
-                    found = detections[index]
-                    gt_boxes = torch.as_tensor(target["boxes"]).reshape(-1, 4).float()
-                    difficult = target.get("difficult")
-                    evaluator.add((seen_det, target.get("image_id")), found["boxes"].cpu(), found["scores"].cpu(),
-                                  found["labels"].cpu(), gt_boxes, torch.as_tensor(target["labels"]),
-                                  None if difficult is None else torch.as_tensor(difficult).bool())
-                    seen_det += 1
     finally:
         model.train(was_training)
-    metrics: dict[str, Any] = {"num_images": num_images}
-    primary = []
-    if confusion is not None and seen_seg:
-        seg = confusion.compute()
-        metrics["seg_miou"] = seg["miou"]
-        metrics["seg_iou"] = dict(zip(class_names["segmentation"], seg["iou"]))
-        metrics["seg_pixel_accuracy"] = seg["pixel_accuracy"]
-        primary.append(seg["miou"])
-    if evaluator is not None and seen_det:
-        det = evaluator.compute()
-        metrics["det_voc_ap50"] = det["voc_map"]
-        metrics["det_voc07_ap50"] = det["voc07_map"]
-        metrics["det_coco_map"] = det["coco_map"]
-        metrics["det_coco_ap50"] = det["coco_ap50"]
-        metrics["det_per_class_ap50"] = det["per_class_ap_voc"]
-        metrics["det_num_detections"] = det["num_detections"]
-        primary.append(det["voc_map"])
-    finite = [value for value in primary if not math.isnan(value)]
-    metrics["score"] = sum(finite) / len(finite) if finite else math.nan
-    return metrics
+    return {"num_images": num_images, **scores.compute()}
