@@ -183,3 +183,84 @@ def test_disabled_ops_are_absent():
     reference_image, reference_target = make_sample()
     assert torch.equal(image, reference_image)
     assert torch.equal(target["mask"], reference_target["mask"])
+
+
+# -- letterbox (model.resize = letterbox) -----------------------------------------------------------
+
+FRAME_H, FRAME_W = 720, 1280  # a 16:9 camera frame
+
+
+def frame_sample():
+    """A 16:9 frame, grey, with one white object at x 400..720, y 180..540 (its box and mask)."""
+    image = torch.full((3, FRAME_H, FRAME_W), 60, dtype=torch.uint8)
+    image[:, 180:540, 400:720] = 255
+    mask = torch.zeros(FRAME_H, FRAME_W, dtype=torch.uint8)
+    mask[180:540, 400:720] = 1
+    target = {"image_id": "frame", "mask": mask_field(mask.numpy())}
+    target.update(detection_fields(np.array([[400, 180, 720, 540]]), np.array([0]), (FRAME_H, FRAME_W)))
+    return tv_tensors.Image(image), target
+
+
+def test_letterbox_fits_a_16_9_frame_without_distortion_by_hand_computed_geometry():
+    transform = build_transforms(AugmentationConfig(input_size=(320, 320), resize="letterbox"), train=False)
+    image, target = transform(*frame_sample())
+    # scale 320 / 1280 = 0.25 on both axes: content 320 x 180, centred with (320 - 180) / 2 = 70 rows above.
+    assert tuple(image.shape) == (3, 320, 320)
+    assert target["boxes"].tolist() == [[100.0, 70 + 45.0, 180.0, 70 + 135.0]]
+    mask = target["mask"].numpy()
+    assert (mask[:70] == 255).all() and (mask[250:] == 255).all()  # padding is ignored by the loss
+    assert (mask[115:205, 100:180] == 1).all() and mask[70:250].sum() == 90 * 80
+    assert image[:, :70].reshape(3, -1).unique(dim=1).T.tolist() == [list(FILL)]
+    assert image[:, 160, 140].tolist() == [255, 255, 255] and image[:, 80, 10].tolist() == [60, 60, 60]
+    stretched = build_transforms(AugmentationConfig(input_size=(320, 320)), train=False)(*frame_sample())[1]
+    assert stretched["boxes"].tolist() == [[100.0, 80.0, 180.0, 240.0]]  # 0.25 across, 4/9 down: distorted
+
+
+def test_training_letterbox_box_round_trips_through_the_predictor_geometry_within_a_pixel():
+    from mtl_perception.letterbox import boxes_to_original, resize_geometry
+
+    transform = build_transforms(AugmentationConfig(input_size=(288, 512), resize="letterbox"), train=False)
+    _, target = transform(*frame_sample())
+    geometry = resize_geometry((FRAME_H, FRAME_W), (288, 512), "letterbox")
+    back = boxes_to_original(target["boxes"].as_subclass(torch.Tensor), geometry)
+    assert (back - torch.tensor([[400.0, 180.0, 720.0, 540.0]])).abs().max() <= 1.0
+    odd = build_transforms(AugmentationConfig(input_size=(300, 300), resize="letterbox"), train=False)
+    _, target = odd(*frame_sample())  # scale 300/1280: content 300 x 169 (168.75 rounded), 65 rows above
+    geometry = resize_geometry((FRAME_H, FRAME_W), (300, 300), "letterbox")
+    assert (geometry.content_size, geometry.pad_top) == ((169, 300), 65)
+    back = boxes_to_original(target["boxes"].as_subclass(torch.Tensor), geometry)
+    assert (back - torch.tensor([[400.0, 180.0, 720.0, 540.0]])).abs().max() <= 1.0
+
+
+def test_letterbox_training_pipeline_keeps_alignment_and_never_stretches_box_free_samples():
+    cfg = AugmentationConfig(input_size=(96, 128), resize="letterbox", photometric=False, vflip=True)
+    transform = build_transforms(cfg, train=True)
+    for seed in range(60):
+        torch.manual_seed(seed)
+        image, target = transform(*make_sample())
+        assert tuple(image.shape) == (3, 96, 128)
+        assert_aligned(image, target)
+    no_zoom_out = build_transforms(AugmentationConfig(input_size=(96, 128), resize="letterbox", photometric=False,
+                                                      zoom_out=False), train=True)
+    ratios = set()
+    for seed in range(30):
+        torch.manual_seed(seed)
+        _, target = no_zoom_out(*make_sample(with_boxes=False))
+        ys, xs = np.nonzero(target["mask"].numpy() != 255)  # the frame's content
+        content_h, content_w = ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()
+        # The object of label 0 (40 x 30 px in the source) keeps its 4:3 shape where fully visible.
+        oy, ox = np.nonzero(target["mask"].numpy() == 1)
+        if len(oy) and oy.min() > ys.min() and ox.min() > xs.min() and oy.max() < ys.max() and ox.max() < xs.max():
+            ratios.add(round((ox.max() + 1 - ox.min()) / (oy.max() + 1 - oy.min()), 1))
+        assert content_h == 96 or content_w == 128  # fitted on one axis, padded on the other
+    assert ratios and all(abs(r - 4 / 3) < 0.25 for r in ratios), ratios
+
+
+def test_resize_comes_from_the_model_config():
+    from mtl_perception.training.config import ConfigError, config_from_dict
+
+    base = {"task": "segmentation", "model": {"resize": "letterbox"},
+            "data": {"train": [{"dataset": {"type": "seg_folder"}}]}, "train": {"max_steps": 1}}
+    assert config_from_dict(base).augmentation_config().resize == "letterbox"
+    with pytest.raises(ConfigError, match="augmentation.resize follows the model"):
+        config_from_dict({**base, "augmentation": {"resize": "stretch"}})
