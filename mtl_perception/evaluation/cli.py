@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path,
                         help="with --dataset: dataset root (voc: VOCdevkit, sdd: SDD root; aerial: folder of the "
                              "sample files, default the installed package's)")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--device", default="auto", help=f"{' | '.join(DEVICES)} | cuda:N (default auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
     parser.add_argument("--score-threshold", type=float, default=0.01,
                         help="detection score threshold (keep it low for mAP; default 0.01)")
@@ -108,23 +108,23 @@ def load_dataset_config(path: Path) -> dict[str, Any]:
 
 def format_table(metrics: dict[str, Any]) -> str:
     """A short human summary of :func:`run` results."""
-    images = metrics["num_images"]
-    lines = [f"{metrics['model']} on {_describe(metrics['dataset'])}: {images['total']} images, "
+    lines = [f"{metrics['model']} on {_describe(metrics['dataset'])}: {metrics['num_images']} images, "
              f"{metrics['device']} {metrics['precision']}"]
-    width = max([len(n) for n in metrics.get("segmentation", {}).get("iou", {})]
-                + [len(n) for n in metrics.get("detection", {}).get("per_class_ap_voc", {})] + [8])
-    if "segmentation" in metrics:
-        seg = metrics["segmentation"]
-        lines.append(f"segmentation ({seg['num_images']} images): mIoU {_num(seg['miou'])}, "
-                     f"pixel accuracy {_num(seg['pixel_accuracy'])}")
-        lines += [f"  {name:<{width}}  IoU {_num(value)}" for name, value in seg["iou"].items()]
-    if "detection" in metrics:
-        det = metrics["detection"]
-        lines.append(f"detection ({det['num_images']} images, {det['num_ground_truth']} boxes): "
-                     f"VOC AP50 {_num(det['voc_map'])}, VOC07 AP50 {_num(det['voc07_map'])}, "
-                     f"COCO mAP {_num(det['coco_map'])}, AP50 {_num(det['coco_ap50'])}, AP75 {_num(det['coco_ap75'])}")
-        lines += [f"  {name:<{width}}  AP50 {_num(value)}  COCO AP {_num(det['per_class_ap_coco'].get(name))}"
-                  for name, value in det["per_class_ap_voc"].items()]
+    seg_iou = metrics.get("seg_iou") or {}
+    det_ap = metrics.get("det_per_class_ap50") or {}
+    width = max([len(n) for n in seg_iou] + [len(n) for n in det_ap] + [8])
+    if "seg_miou" in metrics:
+        lines.append(f"segmentation ({metrics['seg_num_images']} images): mIoU {_num(metrics['seg_miou'])}, "
+                     f"pixel accuracy {_num(metrics['seg_pixel_accuracy'])}")
+        lines += [f"  {name:<{width}}  IoU {_num(value)}" for name, value in seg_iou.items()]
+    if "det_voc_ap50" in metrics:
+        lines.append(f"detection ({metrics['det_num_images']} images, {metrics['det_num_ground_truth']} boxes): "
+                     f"VOC AP50 {_num(metrics['det_voc_ap50'])}, VOC07 AP50 {_num(metrics['det_voc07_ap50'])}, "
+                     f"COCO mAP {_num(metrics['det_coco_map'])}, AP50 {_num(metrics['det_coco_ap50'])}, "
+                     f"AP75 {_num(metrics['det_coco_ap75'])}")
+        coco = metrics.get("det_per_class_coco_map") or {}
+        lines += [f"  {name:<{width}}  AP50 {_num(value)}  COCO AP {_num(coco.get(name))}"
+                  for name, value in det_ap.items()]
     latency = metrics["latency_ms"]
     lines.append(f"latency per image: p50 {_num(latency['p50'], 1)} ms, p90 {_num(latency['p90'], 1)} ms")
     return "\n".join(lines)

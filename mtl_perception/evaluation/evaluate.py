@@ -17,15 +17,14 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ..data.base import IGNORE_INDEX
-from ..metrics import ConfusionMatrix, DetectionEvaluator, json_safe
+from ..metrics import json_safe
 from ..models.config import TASKS
 from ..training.data import dataset_class_names
 from .report import latency_summary
+from .scores import TaskScores, to_numpy
 
 log = logging.getLogger(__name__)
 
-TASK_TARGET_KEYS = {"segmentation": "mask", "detection": "boxes"}
 # Above this the AP curves lose their low-score tail and mAP is underestimated.
 HIGH_SCORE_THRESHOLD = 0.05
 
@@ -72,15 +71,12 @@ def evaluate(
         progress: show a tqdm progress bar.
 
     Returns:
-        JSON-safe dict (NaN → None): ``tasks``; ``num_images`` (``total`` predicted, per
-        task, ``unlabelled`` for none of the tasks, ``skipped`` repeats); ``latency_ms``
-        (``count``, ``p50``, ``p90``, ``mean`` of ``timings.total_ms``);
-        ``detection_params`` when the predictor has them; and per
-        evaluated task a section: ``segmentation`` (``miou``, ``iou`` by class name,
-        ``pixel_accuracy``, ``mean_accuracy``, ``num_pixels``, ``num_images``) and
-        ``detection`` (``voc07_map``, ``voc_map`` (AP50), ``coco_map``, ``coco_ap50``,
-        ``coco_ap75``, ``per_class_ap_voc07`` / ``per_class_ap_voc`` / ``per_class_ap_coco``
-        by class name, ``num_detections``, ``num_ground_truth``, ``num_images``).
+        JSON-safe dict (NaN → None): ``tasks``; ``num_images`` (predicted), ``num_unlabelled``
+        (labelled for none of the tasks), ``num_skipped`` (repeats); ``latency_ms``
+        (``count``, ``p50``, ``p90``, ``mean`` of ``timings.total_ms``); ``detection_params``
+        when the predictor has them; and the accuracy figures under the keys of
+        :mod:`mtl_perception.evaluation.scores` (``seg_miou``, ``det_voc_ap50``, ..., ``score``),
+        the same keys as training validation.
 
     Raises:
         ClassMismatchError: the dataset's and the checkpoint's class names differ.
@@ -101,9 +97,7 @@ def evaluate(
             _check_class_names(task, dataset_names[task], model_names[task])
     _warn_on_high_score_threshold(predictor)
 
-    confusion = ConfusionMatrix(len(model_names["segmentation"]), IGNORE_INDEX) if "segmentation" in tasks else None
-    detections = DetectionEvaluator(model_names["detection"]) if "detection" in tasks else None
-    counts = {task: 0 for task in tasks}
+    scores = TaskScores(tasks, model_names)
     latencies: list[float] = []
     seen_ids: set = set()
     skipped = unlabelled = 0
@@ -118,49 +112,37 @@ def evaluate(
             skipped += 1
             continue
         seen_ids.add(image_id)
-        labelled = [t for t in tasks if isinstance(target, Mapping) and TASK_TARGET_KEYS[t] in target]
+        labelled = scores.labelled_tasks(target)
         if not labelled:
             unlabelled += 1
             continue
         for task in labelled:
-            if counts[task] == 0 and task not in dataset_names:
+            if scores.num_images[task] == 0 and task not in dataset_names:
                 raise EvaluationError(f"cannot tell which {task} classes the dataset's labels index (it has no "
                                       f"{'seg_classes' if task == 'segmentation' else 'det_classes'}); "
                                       "pass class_names")
         prediction = predictor.predict(_image_array(image, image_id))
         latencies.append(float(prediction.timings.total_ms))
         try:
-            if "segmentation" in labelled:
-                confusion.update(_mask_of(prediction, image_id), _as_numpy(target["mask"]).astype(np.int64))
-            if "detection" in labelled:
-                difficult = target.get("difficult")
-                detections.add(image_id, prediction.boxes, prediction.scores, prediction.labels,
-                               _as_numpy(target["boxes"]).reshape(-1, 4), _as_numpy(target["labels"]),
-                               None if difficult is None else _as_numpy(difficult).astype(bool))
+            scores.add(image_id, prediction, target)
         except (TypeError, ValueError) as exc:
             raise EvaluationError(f"sample {image_id!r}: {exc}") from exc
-        for task in labelled:
-            counts[task] += 1
 
-    if not any(counts.values()):
+    if not any(scores.num_images.values()):
         raise EvaluationError(f"no sample of the dataset is labelled for the checkpoint's tasks {list(tasks)} "
                               f"({total} samples looked at)")
     result: dict[str, Any] = {
         "tasks": list(tasks),
-        "num_images": {"total": len(latencies), **counts, "unlabelled": unlabelled, "skipped": skipped},
+        "num_images": len(latencies),
+        "num_unlabelled": unlabelled,
+        "num_skipped": skipped,
         "latency_ms": latency_summary(latencies),
     }
     params = getattr(predictor, "detection_params", None)
     if "detection" in tasks and params is not None:
         result["detection_params"] = {"score_threshold": params.score_threshold, "nms_iou": params.nms_iou,
                                       "max_detections": params.max_detections}
-    if counts.get("segmentation"):
-        seg = confusion.compute()
-        seg["iou"] = dict(zip(model_names["segmentation"], seg["iou"]))
-        result["segmentation"] = {**seg, "num_images": counts["segmentation"]}
-    if counts.get("detection"):
-        det = detections.compute()
-        result["detection"] = {**det, "num_images": counts["detection"]}
+    result.update(scores.compute())
     return json_safe(result)
 
 
@@ -178,24 +160,12 @@ def _warn_on_high_score_threshold(predictor: PredictorLike) -> None:
                     "(use about 0.01 for mAP)", params.score_threshold)
 
 
-def _as_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def _image_array(image: Any, image_id: Any) -> np.ndarray:
     """[3, H, W] uint8 tensor/array → contiguous [H, W, 3] uint8 array."""
-    array = _as_numpy(image)
+    array = to_numpy(image)
     if array.ndim != 3 or array.shape[0] != 3:
         raise EvaluationError(f"sample {image_id!r}: image must be [3, H, W], got shape {tuple(array.shape)}")
     if array.dtype != np.uint8:
         raise EvaluationError(f"sample {image_id!r}: image must be uint8, got {array.dtype} "
                               "(build the dataset without transforms)")
     return np.ascontiguousarray(array.transpose(1, 2, 0))
-
-
-def _mask_of(prediction: Any, image_id: Any) -> np.ndarray:
-    if prediction.mask is None:
-        raise EvaluationError(f"sample {image_id!r}: the predictor returned no mask for a segmentation model")
-    return np.asarray(prediction.mask).astype(np.int64)
