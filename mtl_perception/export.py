@@ -1,10 +1,13 @@
 """Export a checkpoint's network to TorchScript, ONNX or a TensorRT engine.
 
 Exported models take the Predictor's preprocessed batch (float [1, 3, H, W] RGB in
-[0, 255] at the input size) and return the raw head outputs under the names in
-:data:`mtl_perception.models.OUTPUT_KEYS`; consumers postprocess them with
-:mod:`mtl_perception.postprocess`, the same path as the Predictor. ONNX files carry the
-checkpoint's config and class names as metadata, so they are self-describing.
+[0, 255] at the input size, fitted as the checkpoint's ``resize`` says: ``stretch``, or
+``letterbox`` with the mean-pixel padding of :mod:`mtl_perception.letterbox`) and return the
+raw head outputs under the names in :data:`mtl_perception.models.OUTPUT_KEYS`; consumers
+postprocess them with :mod:`mtl_perception.postprocess`, the same path as the Predictor
+(``Predictor(..., backend="onnxruntime")`` does both). ONNX files carry the checkpoint's
+config (``resize`` included, also as ``mtl_perception.resize``) and class names as
+metadata, so they are self-describing.
 
 CLI: ``mtl-export CHECKPOINT --format onnx|torchscript|tensorrt --out PATH [--check]``.
 """
@@ -71,6 +74,7 @@ def export_onnx(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.P
             "mtl_perception.model_config": json.dumps(checkpoint.config.to_dict()),
             "mtl_perception.class_names": json.dumps(checkpoint.class_names),
             "mtl_perception.input_size": json.dumps(list(size)),
+            "mtl_perception.resize": checkpoint.config.resize,
             "mtl_perception.model_name": checkpoint.model_name,
         }
         for key, value in meta.items():

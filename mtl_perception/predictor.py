@@ -202,6 +202,7 @@ class Predictor:
         self.box_coder = self.model.box_coder
         self._palette = (torch.from_numpy(segmentation_palette(256)).to(self.device)
                          if self.config.has_segmentation else None)
+        self._pad_fill = torch.tensor(self.pad_fill, dtype=torch.float32, device=self.device)
         self._session = _onnx_session(onnx_path, self.device) if backend == "onnxruntime" else None
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, _CapturedGraph] = {}
@@ -365,7 +366,7 @@ class Predictor:
         for image in images:
             frame = self._upload(image).permute(2, 0, 1).unsqueeze(0)
             geometry = resize_geometry(frame.shape[-2:], self.input_size, self.resize)
-            frames.append(resize_to_input(frame, geometry, self.pad_fill))
+            frames.append(resize_to_input(frame, geometry, self._pad_fill))
             geometries.append(geometry)
         batch = frames[0] if len(frames) == 1 else torch.cat(frames)
         if self.channels_last:
@@ -407,6 +408,9 @@ class Predictor:
         return predictions
 
     def _network_outputs(self, batch: torch.Tensor, seg_output_size: tuple[int, int] | None) -> dict[str, torch.Tensor]:
+        if self.compile_mode == "reduce-overhead":
+            # Inductor's CUDA graphs: the previous call's outputs are no longer read (copied back already).
+            torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             return self._network(batch, seg_output_size)
 

@@ -154,6 +154,20 @@ def test_hard_negative_mining_keeps_three_negatives_per_positive():
     assert parts["loss_box"].item() == 0.0
 
 
+def test_box_coding_targets_decode_back_with_non_zero_offsets():
+    # Anchor centre (5, 5), size 10x10; box (2, 4, 14, 12): centre (8, 8), size 12x8.
+    # SSD offsets with weights (10, 10, 5, 5): 10 * 3 / 10, 10 * 3 / 10, 5 ln(12 / 10), 5 ln(8 / 10).
+    anchor = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    box = torch.tensor([[2.0, 4.0, 14.0, 12.0]])
+    coder = build_model(small_config()).box_coder
+    offsets = coder.encode_single(box, anchor)
+    torch.testing.assert_close(offsets, torch.tensor([[3.0, 3.0, 5 * math.log(1.2), 5 * math.log(0.8)]]))
+    torch.testing.assert_close(coder.decode_single(offsets, anchor), box)
+    # Decoding hand-made offsets: dx = 1 moves the centre by w / 10; dw = 5 ln 2 doubles the width.
+    decoded = coder.decode_single(torch.tensor([[1.0, -2.0, 5 * math.log(2.0), 0.0]]), anchor)
+    torch.testing.assert_close(decoded, torch.tensor([[-4.0, -2.0, 16.0, 8.0]]))
+
+
 def test_gradients_reach_the_trunk_from_both_branches():
     config = small_config()
     for task_key, target in (("loss_seg", [_seg_target(config)]), ("loss_cls", [_det_target([[10, 10, 60, 70]], [1])])):

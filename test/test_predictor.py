@@ -263,3 +263,20 @@ def test_cuda_half_precision_keeps_the_probe_geometry():
     result = predictor.predict(_frame(*size, rect), color=True)
     np.testing.assert_allclose(result.boxes[0], rect, atol=1.0)
     _assert_mask_is_rect(result.mask, rect, band=4)
+
+
+def test_onnx_export_of_a_letterbox_model_keeps_the_geometry(tiny_checkpoints, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from mtl_perception.export import export_onnx
+
+    path = export_onnx(tiny_checkpoints["letterbox"], tmp_path / "letterbox.onnx")
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["mtl_perception.resize"] == "letterbox"
+    params = DetectionParams(score_threshold=0.2)
+    image = np.random.default_rng(10).integers(0, 256, (90, 160, 3), dtype=np.uint8)  # 16:9
+    torch_result = Predictor(tiny_checkpoints["letterbox"], device="cpu", warmup=0, detection=params).predict(image)
+    onnx_result = Predictor(tiny_checkpoints["letterbox"], device="cpu", warmup=0, detection=params,
+                            backend="onnxruntime", onnx_path=path).predict(image)
+    assert onnx_result.mask.shape == (90, 160) and (onnx_result.mask == torch_result.mask).mean() > 0.999
+    np.testing.assert_allclose(onnx_result.boxes, torch_result.boxes, atol=1e-2)
