@@ -55,11 +55,12 @@ def _arguments(checkpoints, graph):
 @pytest.mark.parametrize("graph,mode", [("multitask", "lockstep"), ("naive", "rate")])
 def test_replay_eval_reports_accuracy_latency_memory_and_size(bag, checkpoints, tmp_path, graph, mode):
     from mtl_perception.bags.reader import BagReader
+    from mtl_perception.ros.graph import GRAPHS
     from mtl_perception.ros.replay_eval import run_replay
 
     out = tmp_path / graph
     report = run_replay(bag, graph, out, mode=mode, rate=1.0, arguments=_arguments(checkpoints, graph), overlays=2,
-                        frame_timeout=60)
+                        frame_timeout=60, fixed_rates=(5.0,), fixed_seconds=1.0)
     assert report["frames"]["published"] == 6
     if mode == "lockstep":
         assert report["complete"] and report["frames"]["answered"] == 6
@@ -73,8 +74,12 @@ def test_replay_eval_reports_accuracy_latency_memory_and_size(bag, checkpoints, 
     for node in nodes:
         assert report["nodes"][node]["frames_processed"] >= report["frames"]["answered"]
         assert report["nodes"][node]["inference_ms_p50"] > 0
-        assert report["nodes"][node]["rss_peak_mb"] > 50
-    assert report["memory"]["inference_rss_mb"] == pytest.approx(sum(report["nodes"][n]["rss_peak_mb"] for n in nodes))
+        assert report["memory"]["rss_peak_mb"][node] > 50
+    assert report["memory"]["inference_rss_mb"] == pytest.approx(sum(report["memory"]["rss_peak_mb"][n] for n in nodes))
+    [run] = report["fixed_rate"]
+    assert run["rate_hz"] == 5.0 and run["published"] == 5 and run["lost"] == 0
+    assert set(run["cpu_percent"]) == set(run["rss_mb"]) == {s.executable for s in GRAPHS[graph]}
+    assert "## Fixed-rate runs" in (out / "report.md").read_text()
     expected_size = sum(checkpoints[k].stat().st_size for k in (["multitask"] if graph == "multitask" else ["segmentation", "detection"]))
     assert report["size_mb"] == pytest.approx(expected_size / 2**20)
     assert report["overhead"]["predictor_p50_ms"] > 0 and report["overhead"]["ratio"] > 0
@@ -98,7 +103,7 @@ def test_replay_accuracy_matches_metrics_computed_from_the_recorded_outputs(bag,
     from mtl_perception.metrics import ConfusionMatrix
     from mtl_perception.ros.replay_eval import run_replay
 
-    report = run_replay(bag, "multitask", tmp_path / "mt", arguments=_arguments(checkpoints, "multitask"), overlays=0)
+    report = run_replay(bag, "multitask", tmp_path / "mt", arguments=_arguments(checkpoints, "multitask"), overlays=1)
     with BagReader(bag) as source:
         truth = source.ground_truth_masks()
     matrix = ConfusionMatrix(len(SEG_NAMES))
@@ -119,6 +124,7 @@ def test_compare_writes_both_columns(bag, checkpoints, tmp_path):
 
     arguments = {**_arguments(checkpoints, "multitask"), **_arguments(checkpoints, "naive")}
     table = run_compare(bag, tmp_path / "cmp", arguments=arguments, overlays=1, max_frames=3)
+    assert table["budget"]["mode"] == "shared" and "Budget: shared" in table["markdown"]
     for column in ("multitask", "naive"):
         assert table[column]["latency_ms_p50"] > 0 and table[column]["size_mb"] > 0 and table[column]["memory_mb"] > 0
         assert table[column]["miou"] is not None
@@ -160,10 +166,115 @@ def test_bad_bags_give_a_clear_error_and_exit_2(bag, checkpoints, tmp_path, case
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-def test_a_graph_that_fails_to_start_exits_1_without_a_report(bag, checkpoints, tmp_path):
+def test_a_corrupt_checkpoint_exits_2_without_a_report(bag, checkpoints, tmp_path):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(checkpoints["multitask"].read_bytes()[:1000])
     result = _cli("--bag", bag, "--graph", "multitask", "--out", tmp_path / "out", "--checkpoint", broken, cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cannot read checkpoint" in result.stderr
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def _status(path) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in path.read_text().splitlines() if ":\t" in line)
+
+
+def _thread_cpu_lists(pid: int) -> set[str]:
+    from pathlib import Path
+
+    return {_status(task / "status")["Cpus_allowed_list"] for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def test_the_shared_budget_pins_every_node_process_and_sets_its_threads(bag, checkpoints, tmp_path):
+    """Read from /proc: every thread of every node on the graph's CPU set; torch threads as budgeted."""
+    import os
+    from pathlib import Path
+
+    from mtl_perception.bags.reader import BagReader
+    from mtl_perception.ros.budget import parse_cpu_list, plan_budget
+    from mtl_perception.ros.graph import start_graph
+    from mtl_perception.ros.replay_node import ReplayNode
+    from mtl_perception.ros.replay_runs import check_alive, wait_until_ready
+
+    allowed = sorted(os.sched_getaffinity(0))
+    graph_cpus = tuple(allowed[1:] or allowed)  # the documented default: all but the first CPU
+    with BagReader(bag) as source:
+        frame = next(source.frames(decode=False))
+    threads = {}
+    graph = "naive"
+    for cpu_threads in (1, 2):
+        budget = plan_budget("shared", "cpu", threads=cpu_threads)
+        processes = start_graph(graph, namespace="replay", camera_topic="/replay/camera",
+                                arguments=_arguments(checkpoints, graph), log_dir=tmp_path / graph, budget=budget)
+        replay = None
+        try:
+            replay = ReplayNode("replay", frame.msgtype, ["segmentation", "detections", "stats"])
+            wait_until_ready(replay, lambda: check_alive(processes), graph, replay.camera_message(frame.rawdata),
+                             len(processes.pids()), ["segmentation", "detections"], 120.0)
+            for name, pid in processes.pids().items():
+                assert {parse_cpu_list(c) for c in _thread_cpu_lists(pid)} == {graph_cpus}, name
+                threads[name, cpu_threads] = int(_status(Path(f"/proc/{pid}/status"))["Threads"])
+        finally:
+            if replay is not None:
+                replay.shutdown()
+            processes.stop()
+    # Both networks of the graph run the same thread count, and the budget's torch threads change it.
+    assert threads["segmentation_node", 1] == threads["detection_node", 1]
+    assert threads["segmentation_node", 2] == threads["detection_node", 2]
+    assert threads["segmentation_node", 2] > threads["segmentation_node", 1]
+
+
+def _slow_params(tmp_path):
+    """The shipped YAML with a large network input, so the tiny node is far slower than 50 Hz."""
+    import yaml
+
+    from mtl_perception.ros.paths import resolve_package_path
+
+    data = yaml.safe_load(resolve_package_path("config/mtl_perception.yaml").read_text())
+    data["/**"]["ros__parameters"].update(input_height=512, input_width=768)
+    path = tmp_path / "slow.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_at_rate_a_slower_node_drops_frames_and_the_report_counts_them(tmp_path, checkpoints):
+    """12 frames at 50 Hz into a node that needs far longer per frame: every frame is either
+    answered or dropped by the node, none lost, the run is complete, and no latency exceeds the run."""
+    from mtl_perception.bags.make_bag import write_bag
+    from mtl_perception.bags.reader import BagReader
+    from mtl_perception.bags.typestore import deserialize
+    from mtl_perception.ros.replay_eval import run_replay
+
+    bag_path = tmp_path / "bag12"
+    write_bag(_frames(12), bag_path, rate=5.0, start_ns=1_000_000_000_000, detection_classes=DET_NAMES,
+              segmentation_classes=SEG_NAMES)
+    report = run_replay(bag_path, "multitask", tmp_path / "out", mode="rate", rate=10.0, params_file=str(_slow_params(tmp_path)),
+                        arguments=_arguments(checkpoints, "multitask"), overlays=2)
+    counts = report["frames"]["by_node"]["multitask_node"]
+    assert counts["received"] == 12 and counts["lost"] == 0 and counts["dropped"] >= 1
+    assert report["frames"]["answered"] + counts["dropped"] == report["frames"]["published"] == 12
+    assert report["frames"]["answered"] == counts["processed"]
+    assert report["complete"] and report["frames"]["lost"] == 0
+    # The run lasts at most the sending (12 frames at 50 Hz) plus the node's work on every frame
+    # it processed (its InferenceStats, read back from the output bag).
+    stamps = {f.stamp_ns for f in BagReader(bag_path).frames(decode=False)}
+    with BagReader(tmp_path / "out" / "outputs_bag", camera_topic="/replay/segmentation") as outputs:
+        work_ms = sum(m.total_ms for m in (deserialize(raw, t) for _, t, _, raw in outputs.messages(["/replay/stats"]))
+                      if m.header.stamp.sec * 10**9 + m.header.stamp.nanosec in stamps)
+    answered = [v for v in report["latencies_ms"] if v == v]
+    assert len(answered) == report["frames"]["answered"]
+    assert max(answered) <= 12 / 50 * 1e3 + work_ms
+
+
+def test_a_compressed_bag_replays_end_to_end(tmp_path, checkpoints):
+    from mtl_perception.bags.make_bag import write_bag
+    from mtl_perception.ros.replay_eval import run_replay
+
+    bag_path = tmp_path / "jpeg_bag"
+    write_bag(_frames(6), bag_path, rate=5.0, start_ns=1_000_000_000_000, compressed="jpeg", detection_classes=DET_NAMES,
+              segmentation_classes=SEG_NAMES)
+    report = run_replay(bag_path, "naive", tmp_path / "out", arguments=_arguments(checkpoints, "naive"), overlays=0)
+    assert report["complete"] and report["frames"]["answered"] == 6
+    assert report["accuracy"]["segmentation"]["frames"] == 4 and report["accuracy"]["detection"]["frames"] == 4
+    for node in ("segmentation_node", "detection_node"):
+        assert "listening on /replay/camera/compressed" in (tmp_path / "out" / "logs" / f"{node}.log").read_text()
