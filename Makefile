@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 VENV_STAMP := $(VENV)/.mtl_perception_setup_stamp
 WS_STAMP := $(WS)/.mtl_perception_build_stamp
 
-.PHONY: setup build test test-fast bench demo learn-report demo-checkpoints clean
+.PHONY: setup build test test-fast bench demo learn-report demo-checkpoints gpu-wheels gpu-check-dry clean
 
 setup: $(VENV_STAMP) $(WS_STAMP)
 
@@ -53,9 +53,11 @@ bench: setup build
 	source scripts/ros_env.sh && python -P -m mtl_perception.bench --out bench_output $(BENCH_ARGS)
 
 # The main job: demo bag from real aerial images, replayed through the multitask graph
-# and the naive graph over ROS 2; report, plots and overlays in demo_output/.
+# and the naive graph over ROS 2 at one compute budget (BUDGET=shared, the default, or
+# per-network); report, plots and overlays in demo_output/.
+BUDGET ?= shared
 demo: setup build
-	source scripts/ros_env.sh && python -P -m mtl_perception.ros.demo --out demo_output $(DEMO_ARGS)
+	source scripts/ros_env.sh && python -P -m mtl_perception.ros.demo --out demo_output --budget $(BUDGET) $(DEMO_ARGS)
 
 # Real-data learning report (~11 CPU minutes): learn_output/learn_report.md and .json
 learn-report: setup build
@@ -64,6 +66,15 @@ learn-report: setup build
 # Retrain checkpoints/demo_{multitask,segmentation,detection}.pt (the same three runs; also writes the report)
 demo-checkpoints: setup build
 	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output --checkpoints checkpoints
+
+# The cp312 wheels the GPU device machine lacks, into .gpu_wheels/ (gitignored); prints
+# their size with the tree's against the 64 MiB that travel (README "GPU and Jetson").
+gpu-wheels: $(VENV_STAMP)
+	VENV=$(VENV) scripts/gpu_wheels.sh
+
+# scripts/gpu_check.sh on this CPU with tiny iteration counts (what test/test_gpu_check.py runs).
+gpu-check-dry: setup build
+	GPU_CHECK_DRY=1 OUT=$(REPO_ROOT)/gpu_check_dry scripts/gpu_check.sh
 
 clean:
 	rm -rf $(WS)
