@@ -307,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint",
                                                "input_transport", "reliability", "use_lifecycle")}
+    stop_requested = []  # before any node starts: a signal at any moment stops the graph and cleans up
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop_requested.append(True))
     try:
         budget = budget_from_args(args)
         check_checkpoints(args.graph, node_parameters(args.graph, args.params, {**budget.node_arguments(), **arguments}))
@@ -317,9 +320,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"[graph] {args.graph}: " + ", ".join(f"{n} (pid {p})" for n, p in processes.pids().items()), flush=True)
     print(f"[graph] budget: {budget.describe()}", flush=True)
-    stop_requested = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop_requested.append(True))
     try:
         while not stop_requested:
             exited = processes.exited()
