@@ -69,7 +69,7 @@ def _graph_nodes(context, graph: str):
     actions.append(LogInfo(msg=f"[{graph}] budget: {budget.describe()}"))
     namespace = get("namespace")
     for spec in GRAPHS[graph]:
-        node_class = LifecycleNode if (use_lifecycle and spec.inference) else Node
+        node_class = LifecycleNode if use_lifecycle else Node  # every node is a lifecycle node
         actions.append(node_class(
             package=PACKAGE, executable=spec.executable, name=spec.executable, namespace=namespace,
             parameters=[get("params_file")] + ([overrides_file] if overrides_file else []),
