@@ -3,8 +3,10 @@ silently broken learning (a short multitask run must clearly beat its own initia
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mtl_perception.checkpoint import load_checkpoint
 from mtl_perception.data.build import build_dataset
@@ -12,24 +14,36 @@ from mtl_perception.training.config import config_from_dict, load_config
 from mtl_perception.training.engine import evaluate
 from mtl_perception.training.learn_report import DEFAULT_CONFIG, build_report
 from mtl_perception.training.trainer import Trainer
-from test_training import make_tiny_data, restore_torch_threads, tiny_config_dict  # noqa: F401
+from test_training import iou_by_hand, make_tiny_data, restore_torch_threads, tiny_config_dict  # noqa: F401
 
 
-def test_report_trains_the_three_models_at_one_budget_and_writes_md_json_and_checkpoints(tmp_path):
+def test_report_trains_the_models_at_one_budget_and_writes_md_json_curves_and_checkpoints(tmp_path):
     sets = make_tiny_data(tmp_path / "data")
-    config = config_from_dict(tiny_config_dict(sets, train={"max_steps": 3, "eval_every_epochs": 0}))
+    # 6 samples per source, 2 per batch: 3 steps per epoch; evaluations after epochs 1 and 2.
+    config = config_from_dict(tiny_config_dict(sets, train={"max_steps": 6, "eval_every_epochs": 1}))
     out = tmp_path / "learn_output"
-    report = build_report(config, out, "learn_report --out learn_output", checkpoints=tmp_path / "checkpoints")
+    build_report(config, out, "learn_report --out learn_output", checkpoints=tmp_path / "checkpoints")
     saved = json.loads((out / "learn_report.json").read_text())
-    assert saved["steps"] == 3 and saved["batch"] == {"detection": 2, "segmentation": 2}
+    assert saved["steps"] == 6 and saved["batch"] == {"detection": 2, "segmentation": 2}
     assert {task: run["steps"] for task, run in saved["runs"].items()} == {
-        "multitask": 3, "segmentation": 3, "detection": 3}
+        "multitask": 6, "segmentation": 6, "detection": 6, "multitask_groupnorm": 6}
     assert saved["config"] == config.to_dict()
     results = saved["results"]
-    assert set(results) == {"untrained", "multitask", "segmentation", "detection"}
+    assert set(results) == {"untrained", "multitask", "segmentation", "detection", "multitask_groupnorm"}
     assert results["segmentation"]["tree_ap50_voc"] is None and results["detection"]["seg_miou"] is None
-    assert results["multitask"]["seg_miou"] == pytest.approx(report["runs"]["multitask"]["final_metrics"]["seg_miou"])
+    # The table's mIoU is what the shipped multitask weights score, counted pixel by pixel.
+    by_hand = np.nanmean(iou_by_hand(tmp_path / "checkpoints" / "demo_multitask.pt", build_dataset(sets["seg_val"]), 2))
+    assert results["multitask"]["seg_miou"] == pytest.approx(by_hand, abs=0.01)
+    # The GroupNorm variant really has GroupNorm branches (no running statistics outside the trunk).
+    variant = load_checkpoint(out / "runs" / "multitask_groupnorm" / "last.pt")
+    assert variant.config.head_norm == "group" and variant.config.tasks == ("segmentation", "detection")
+    assert not [k for k in variant.state_dict if "running_mean" in k and not k.startswith("trunk.")]
+    # Learning curves: one point per evaluation, at the epoch ends.
+    assert [h["step"] for h in saved["runs"]["multitask"]["history"]] == [3, 6]
+    with Image.open(out / "learning_curves.png") as curves:
+        assert curves.size == (1100, 418)  # 10 x 3.8 inches at 110 dpi
     markdown = (out / "learn_report.md").read_text()
+    assert "| multitask, model.head_norm=group |" in markdown and "![learning curves](learning_curves.png)" in markdown
     # The multitask row carries the JSON's figures (3 decimals; "–" for none).
     figures = saved["results"]["multitask"]
     row = next(line for line in markdown.splitlines() if line.startswith("| multitask |"))
@@ -40,7 +54,7 @@ def test_report_trains_the_three_models_at_one_budget_and_writes_md_json_and_che
     for task, tasks in (("multitask", ("segmentation", "detection")), ("segmentation", ("segmentation",)),
                         ("detection", ("detection",))):
         checkpoint = load_checkpoint(tmp_path / "checkpoints" / f"demo_{task}.pt")
-        assert checkpoint.config.tasks == tasks and checkpoint.metadata["step"] == 3
+        assert checkpoint.config.tasks == tasks and checkpoint.metadata["step"] == 6
         assert checkpoint.metadata["command"] == f"learn_report --out learn_output [task={task}]"
 
 
