@@ -59,13 +59,14 @@ BUDGET ?= shared
 demo: setup build
 	source scripts/ros_env.sh && python -P -m mtl_perception.ros.demo --out demo_output --budget $(BUDGET) $(DEMO_ARGS)
 
-# Real-data learning report (~11 CPU minutes): learn_output/learn_report.md and .json
+# Real-data learning report (~30 CPU minutes, two runs at a time): learn_output/learn_report.md,
+# .json and learning_curves.png; multitask, segmentation-only, detection-only and the GroupNorm variant
 learn-report: setup build
-	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output
+	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output --jobs 2
 
-# Retrain checkpoints/demo_{multitask,segmentation,detection}.pt (the same three runs; also writes the report)
+# Retrain checkpoints/demo_{multitask,segmentation,detection}.pt (the same runs; also writes the report)
 demo-checkpoints: setup build
-	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output --checkpoints checkpoints
+	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output --checkpoints checkpoints --jobs 2
 
 # The cp312 wheels the GPU device machine lacks, into .gpu_wheels/ (gitignored); prints
 # their size with the tree's against the 64 MiB that travel (README "GPU and Jetson").
