@@ -172,36 +172,60 @@ def to_rgb(array, encoding):
     return np.ascontiguousarray(rgb)
 
 
+def _compressed_format_problem(fmt):
+    """Why a ``CompressedImage.format`` cannot be decoded here, or None."""
+    if not isinstance(fmt, str):
+        return f"format must be a string, got {type(fmt).__name__}"
+    if "compresseddepth" in fmt.lower():
+        return (f"format {fmt!r} is compressed_depth_image_transport's (a depth header before the PNG); "
+                "only image_transport's jpeg/png is supported")
+    return None
+
+
 def compressed_to_array(msg_or_format_and_bytes, max_pixels=DEFAULT_MAX_PIXELS):
     """Decode a JPEG/PNG compressed image into an (H, W, 3) ``uint8`` RGB array.
+
+    The codec is identified from the data's magic bytes, as image_transport's decoders do:
+    ``format`` (e.g. ``'rgb8; jpeg compressed bgr8'``, ``'png'`` or ``''``) is informational, and a
+    JPEG labelled ``png`` still decodes as a JPEG. Only a ``compressedDepth`` format is refused,
+    since its data is not a plain PNG. The width and height are read from the JPEG/PNG header and
+    checked against ``max_pixels`` before any pixel is decompressed, so a small file declaring an
+    enormous image (a decompression bomb) is rejected without allocating it.
 
     Args:
         msg_or_format_and_bytes: object with ``format`` and ``data`` (e.g.
             ``sensor_msgs/CompressedImage``) or a ``(format, data)`` pair.
-        max_pixels: reject images with more than this many pixels.
+        max_pixels: reject images that declare more than this many pixels.
+
+    Raises:
+        ImageConversionError: no data, not a JPEG/PNG, a compressedDepth format, too many
+            pixels, or corrupt data; the message says which (no object reprs).
     """
     if isinstance(msg_or_format_and_bytes, tuple):
         fmt, data = msg_or_format_and_bytes
     else:
         fmt, data = msg_or_format_and_bytes.format, msg_or_format_and_bytes.data
+    problem = _compressed_format_problem(fmt)
+    if problem:
+        raise ImageConversionError(f"compressed image: {problem}")
     payload = _as_byte_array(data).tobytes()
     if not payload:
         raise ImageConversionError(f"compressed image ({fmt!r}) has no data")
     try:
-        with PILImage.open(io.BytesIO(payload)) as image:
-            if image.format not in ("JPEG", "PNG"):
-                raise ImageConversionError(
-                    f"compressed image format {fmt!r} decodes as {image.format}; "
-                    "only jpeg and png are supported")
-            _check_size(image.height, image.width, max_pixels)
+        with PILImage.open(io.BytesIO(payload), formats=("JPEG", "PNG")) as image:
+            _check_size(image.height, image.width, max_pixels)  # from the header: nothing decoded yet
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 mono16 = np.asarray(image).astype(np.uint16)
                 return to_rgb(mono16, "mono16")
             return np.asarray(image.convert("RGB")).copy()
-    except ImageConversionError:
-        raise
-    except (OSError, ValueError, PILImage.DecompressionBombError) as error:
+    except ImageConversionError as error:
+        raise ImageConversionError(f"compressed image ({fmt!r}, {len(payload)} bytes): {error}") from None
+    except PILImage.UnidentifiedImageError:
+        raise ImageConversionError(
+            f"compressed image ({fmt!r}, {len(payload)} bytes) is neither JPEG nor PNG "
+            f"(first bytes {payload[:8].hex(' ')})") from None
+    except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as error:
         raise ImageConversionError(
             f"cannot decode compressed image ({fmt!r}, {len(payload)} bytes): {error}") from None
 

@@ -5,7 +5,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not importable: run 'make setup'")
 from rclpy.qos import DurabilityPolicy, ReliabilityPolicy  # noqa: E402
 
-from mtl_perception.ros.qos import LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS, qos_from_name  # noqa: E402
+from mtl_perception.ros.qos import LATCHED_QOS, qos_from_name  # noqa: E402
 
 
 def test_qos_from_name():
@@ -25,12 +25,6 @@ def test_qos_from_name():
 def test_qos_from_name_rejects_bad_values(name, depth, message):
     with pytest.raises(ValueError, match=message):
         qos_from_name(name, depth)
-
-
-def test_named_profiles():
-    assert SENSOR_QOS.reliability == ReliabilityPolicy.BEST_EFFORT
-    assert RELIABLE_QOS.reliability == ReliabilityPolicy.RELIABLE
-    assert (LATCHED_QOS.durability, LATCHED_QOS.depth) == (DurabilityPolicy.TRANSIENT_LOCAL, 1)
 
 
 def test_latched_message_reaches_a_subscriber_that_joins_later(ros_node, launch_process,

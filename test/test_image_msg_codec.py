@@ -159,8 +159,11 @@ def test_mono_compression_and_16_bit_png():
 
 
 def test_compressed_rejects_bad_input():
-    with pytest.raises(ImageConversionError, match="cannot decode compressed image"):
+    with pytest.raises(ImageConversionError, match=r"is neither JPEG nor PNG \(first bytes 6e 6f 74 20 61 6e 20 69\)"):
         compressed_to_array(("jpeg", b"not an image at all"))
+    _, jpeg = array_to_compressed(smooth_rgb(), "jpeg")
+    with pytest.raises(ImageConversionError, match=f"cannot decode compressed image \\('jpeg', 200 bytes\\)"):
+        compressed_to_array(("jpeg", jpeg[:200]))
     with pytest.raises(ImageConversionError, match="has no data"):
         compressed_to_array(("jpeg", b""))
     _, png = array_to_compressed(np.zeros((10, 10, 3), np.uint8), "png")
@@ -168,7 +171,7 @@ def test_compressed_rejects_bad_input():
         compressed_to_array(("png", png), max_pixels=50)
     buffer = io.BytesIO()
     PILImage.new("RGB", (4, 4)).save(buffer, format="BMP")
-    with pytest.raises(ImageConversionError, match="decodes as BMP"):
+    with pytest.raises(ImageConversionError, match="neither JPEG nor PNG"):
         compressed_to_array(("bmp", buffer.getvalue()))
     with pytest.raises(ImageConversionError, match="unsupported compression 'tiff'"):
         array_to_compressed(np.zeros((2, 2, 3), np.uint8), "tiff")
@@ -246,3 +249,45 @@ def test_rclpy_compressed_messages_and_cdr_from_rosbags():
             **fields), RosbagsImage.__msgtype__)
     decoded = image_to_array(deserialize_message(bytes(raw), Image))
     np.testing.assert_array_equal(to_rgb(decoded, "bgr8"), image[:, :, ::-1])
+
+
+def _all_zero_png(width, height):
+    buffer = io.BytesIO()
+    PILImage.new("L", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_decompression_bomb_is_rejected_from_its_header_before_decoding(monkeypatch):
+    bomb = _all_zero_png(8000, 8000)  # ~60 KB declaring 64 MP (192 MB as RGB)
+    assert len(bomb) < 100_000
+    from PIL import ImageFile
+
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(self.size) or real_load(self))
+    with pytest.raises(ImageConversionError, match="image 8000x8000 has 64000000 pixels, above the limit of 8294400"):
+        compressed_to_array(("png", bomb), max_pixels=3840 * 2160)
+    assert loads == [], "nothing was decompressed"
+    assert compressed_to_array(("png", _all_zero_png(64, 32)), max_pixels=3840 * 2160).shape == (32, 64, 3)
+    assert set(loads) == {(64, 32)}, "the small image is decoded (the counter sees decoding)"
+
+
+def test_the_format_field_is_informational_and_the_magic_bytes_decide():
+    image = smooth_rgb()
+    _, jpeg = array_to_compressed(image, "jpeg", quality=80)
+    _, png = array_to_compressed(image, "png")
+    as_jpeg = compressed_to_array(("rgb8; jpeg compressed bgr8", jpeg))
+    for label in ("png", "", "rgb8; png compressed bgr8"):
+        np.testing.assert_array_equal(compressed_to_array((label, jpeg)), as_jpeg)
+    np.testing.assert_array_equal(compressed_to_array(("jpeg", png)), image)
+    with pytest.raises(ImageConversionError, match="compressedDepth"):
+        compressed_to_array(("16UC1; compressedDepth png", png))
+    with pytest.raises(ImageConversionError, match="format must be a string"):
+        compressed_to_array((None, png))
+
+
+def test_decode_errors_carry_no_object_reprs():
+    for data in (b"GIF89a not really", b"\xff\xd8\xff\xe0 broken jpeg", _all_zero_png(8, 8)[:40]):
+        with pytest.raises(ImageConversionError) as error:
+            compressed_to_array(("png", data))
+        assert " at 0x" not in str(error.value) and "<_io" not in str(error.value), str(error.value)

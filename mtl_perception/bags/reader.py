@@ -21,6 +21,7 @@ import yaml
 from rosbags.rosbag2 import Reader
 
 from mtl_perception.image_msg_codec import ImageConversionError, compressed_to_array, image_to_array, to_rgb
+from mtl_perception.vision_labels import detection_labels, detections_to_arrays, label_info_to_names
 
 from .errors import BagError
 from .topics import (
@@ -41,8 +42,6 @@ from .typestore import (
     IMAGE_TYPES,
     LABEL_INFO,
     deserialize,
-    detections_to_arrays,
-    label_info_to_names,
     stamp_to_ns,
 )
 
@@ -325,11 +324,10 @@ class BagReader:
 
     def ground_truth_detections(self) -> dict[int, GroundTruthBoxes]:
         """Ground-truth boxes by header stamp (ns); frames not labelled for detection are absent."""
-        index_of = {name: i for i, name in enumerate(self.detection_classes or ())}
         truth = {}
         for stamp, message in self._by_stamp(GT_DETECTIONS_TOPIC, DETECTION_2D_ARRAY):
             boxes, class_ids, _ = detections_to_arrays(message)
-            labels = np.array([index_of.get(c, -1) for c in class_ids], dtype=np.int64)
+            labels = detection_labels(class_ids, self.detection_classes or ())
             truth[stamp] = GroundTruthBoxes(boxes.astype(np.float32), labels, tuple(class_ids), message.header.frame_id)
         return truth
 

@@ -1,9 +1,10 @@
 """Topic names and metadata keys shared by the bag writer, reader and summary.
 
 Ground truth is stored beside each camera frame with the frame's header stamp and bag time:
-boxes as ``vision_msgs/Detection2DArray`` (class id = class name) and masks as ``mono8``
+boxes as ``vision_msgs/Detection2DArray`` (class id = class name; ``str(index)`` is read too) and masks as ``mono8``
 ``sensor_msgs/Image`` (pixel = class index, 255 = ignore), only for frames labelled for that
-task. Each task's class list is a ``vision_msgs/LabelInfo`` written once at the start, and is
+task. Each task's class list is a ``vision_msgs/LabelInfo`` (ids 0..N-1, the convention of
+:mod:`mtl_perception.vision_labels`, the same the nodes publish) written once at the start, and is
 repeated as JSON in the bag's ``metadata.yaml`` ``custom_data``.
 """
 

@@ -21,6 +21,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from mtl_perception.image_msg_codec import array_to_compressed, array_to_image_fields
+from mtl_perception.vision_labels import detections_to_arrays, label_info_to_names  # noqa: F401 (bags API)
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -213,39 +214,10 @@ def detections_message(
     return _type(DETECTION_2D_ARRAY)(header=msg_header, detections=detections)
 
 
-def detections_to_arrays(message: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Boxes, class ids and scores of a ``Detection2DArray`` (the best hypothesis of each detection).
-
-    Returns:
-        ``(boxes [N, 4] float64 XYXY, class_ids list of N str, scores [N] float64)``; a detection
-        without results gets class id ``''`` and score 0.
-    """
-    boxes = np.zeros((len(message.detections), 4), dtype=np.float64)
-    class_ids, scores = [], np.zeros(len(message.detections), dtype=np.float64)
-    for i, detection in enumerate(message.detections):
-        center, half_w, half_h = detection.bbox.center.position, detection.bbox.size_x / 2, detection.bbox.size_y / 2
-        boxes[i] = (center.x - half_w, center.y - half_h, center.x + half_w, center.y + half_h)
-        if detection.results:
-            best = max(detection.results, key=lambda r: r.hypothesis.score).hypothesis
-            class_ids.append(best.class_id)
-            scores[i] = best.score
-        else:
-            class_ids.append("")
-    return boxes, class_ids, scores
-
-
 def label_info_message(
     class_names: Sequence[str], stamp_ns: int = 0, frame_id: str = "", threshold: float = 0.0
 ) -> Any:
-    """``vision_msgs/LabelInfo`` mapping class index ``i`` to ``class_names[i]``."""
+    """``vision_msgs/LabelInfo`` mapping class index ``i`` to ``class_names[i]`` (see :mod:`mtl_perception.vision_labels`)."""
     vision_class = _type("vision_msgs/msg/VisionClass")
     class_map = [vision_class(class_id=i, class_name=str(name)) for i, name in enumerate(class_names)]
     return _type(LABEL_INFO)(header=header(stamp_ns, frame_id), class_map=class_map, threshold=float(threshold))
-
-
-def label_info_to_names(message: Any) -> tuple[str, ...]:
-    """Class names of a ``LabelInfo`` in class id order; the ids must be 0..N-1."""
-    by_id = {int(entry.class_id): entry.class_name for entry in message.class_map}
-    if sorted(by_id) != list(range(len(by_id))) or len(by_id) != len(message.class_map):
-        raise ValueError(f"LabelInfo class ids must be 0..N-1 without repeats, got {sorted(by_id)}")
-    return tuple(by_id[i] for i in range(len(by_id)))

@@ -3,19 +3,23 @@
 A thin shell around :class:`~mtl_perception.predictor.Predictor`: subclasses only say
 which tasks they publish. Every node is a lifecycle node: ``configure`` loads the model,
 ``activate`` subscribes, ``deactivate`` stops work and frees cached GPU memory,
-``cleanup`` unloads. With ``managed: false`` (the default) it configures and activates
-itself at start.
+``cleanup`` unloads, ``shutdown`` ends the process. With ``managed: false`` (the default) it
+configures and activates itself at start.
 
 Topics (relative, so namespaces and remaps apply):
 
 * in: ``image`` (sensor_msgs/Image) or ``image/compressed`` (``input_transport: compressed``);
-* out: ``segmentation`` (mono8 class indices), ``segmentation/color`` (rgb8),
-  ``detections`` (vision_msgs/Detection2DArray), ``label_info`` (transient local),
-  ``overlay`` (rgb8, only computed while subscribed) and ``stats`` (InferenceStats);
-  every output copies the input header.
+* out, in this order per frame: ``detections`` (vision_msgs/Detection2DArray),
+  ``segmentation`` (mono8 class indices), ``segmentation/color`` (rgb8), ``overlay`` (rgb8,
+  only computed while subscribed) and ``stats`` (InferenceStats); every output copies the
+  input header. ``segmentation/label_info`` and ``detections/label_info`` (transient local,
+  class ids 0..N-1, see :mod:`mtl_perception.vision_labels`) describe the classes;
+  ``/diagnostics`` reports health about once a second.
 
 While a frame is in the network, a newer frame replaces the pending one (latency never
-grows with a queue); replaced and bad frames are counted as dropped.
+grows with a queue); replaced and bad frames are counted as dropped. The worker is a plain
+thread with a one-slot condition rather than a MultiThreadedExecutor: the slot must be
+replaced by the executor's callback while inference runs, which a condition says directly.
 """
 
 from __future__ import annotations
@@ -24,12 +28,11 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 import torch
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -38,12 +41,21 @@ from mtl_perception.image_msg_codec import ImageConversionError, compressed_to_a
 from mtl_perception.msg import InferenceStats
 from mtl_perception.postprocess import DetectionParams
 from mtl_perception.predictor import Predictor
-from mtl_perception.ros.messages import CLASS_ID_FORMATS, detections_msg, label_info_msg, mask_msg, rgb_msg
+from mtl_perception.ros.diagnostics import (DIAGNOSTICS_PERIOD_S, DIAGNOSTICS_TOPIC, FrameHealth, diagnostic_array,
+                                            health_status)
+from mtl_perception.ros.error_log import ThrottledErrorLog
+from mtl_perception.ros.lifecycle_main import run_node  # noqa: F401 (the node files' main)
+from mtl_perception.ros.messages import detections_msg, label_info_msg, mask_msg, rgb_msg
 from mtl_perception.ros.paths import resolve_package_path
 from mtl_perception.ros.qos import LATCHED_QOS, RELIABLE_QOS, qos_from_name
+from mtl_perception.vision_labels import CLASS_ID_FORMATS, DETECTION_LABEL_INFO_TOPIC, SEGMENTATION_LABEL_INFO_TOPIC
 from mtl_perception.visualization import colorize_mask, render_overlay
 
 _DYNAMIC = ("score_threshold", "nms_iou", "max_detections", "class_allowlist")
+MAX_DETECTIONS_LIMIT = 10000
+# A 4K UHD camera frame. Larger frames (or compressed images declaring more pixels) are dropped
+# before anything is allocated for them.
+DEFAULT_MAX_INPUT_PIXELS = 3840 * 2160
 
 
 def _choice(description: str, choices: tuple[str, ...], read_only: bool = True) -> ParameterDescriptor:
@@ -62,31 +74,38 @@ class InferenceNode(LifecycleNode):
             description="Model checkpoint (.pt): absolute, or relative to the package share directory.", read_only=True))
         self.declare_parameter("device", "auto", _choice("auto: CUDA if available, else CPU with a warning.", ("auto", "cuda", "cpu")))
         self.declare_parameter("precision", "fp32", _choice("Autocast precision on CUDA (fp16 falls back to fp32 on CPU).", ("fp32", "fp16", "bf16")))
-        self.declare_parameter("input_height", 0, ParameterDescriptor(description="Network input height; 0 = the checkpoint's.", read_only=True))
-        self.declare_parameter("input_width", 0, ParameterDescriptor(description="Network input width; 0 = the checkpoint's.", read_only=True))
+        self.declare_parameter("input_height", 0, ParameterDescriptor(
+            description="Network input height; 0 = the checkpoint's. Set both input_height and input_width, or neither.", read_only=True))
+        self.declare_parameter("input_width", 0, ParameterDescriptor(
+            description="Network input width; 0 = the checkpoint's. Set both input_height and input_width, or neither.", read_only=True))
         self.declare_parameter("score_threshold", 0.3, ParameterDescriptor(
-            description="Minimum detection score (runtime-settable).",
+            description="Minimum detection score (runtime-settable; republished in detections/label_info).",
             floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)]))
         self.declare_parameter("nms_iou", 0.45, ParameterDescriptor(
             description="Class-wise NMS IoU threshold (runtime-settable).",
             floating_point_range=[FloatingPointRange(from_value=0.01, to_value=1.0)]))
         self.declare_parameter("max_detections", 100, ParameterDescriptor(
             description="Detections kept per image after NMS (runtime-settable).",
-            integer_range=[IntegerRange(from_value=1, to_value=10000)]))
+            integer_range=[IntegerRange(from_value=1, to_value=MAX_DETECTIONS_LIMIT)]))
         self.declare_parameter("class_allowlist", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
             description="Detection class names to publish; unset or empty = all (runtime-settable)."))
         self.declare_parameter("class_id_format", "name", _choice(
-            "Detection class_id: the class name, or 'index' = str(256 + class index), the id used in label_info.", CLASS_ID_FORMATS))
+            "Detection class_id: the class name, or 'index' = str(class index), the id in detections/label_info.", CLASS_ID_FORMATS))
         self.declare_parameter("publish_overlay", True, ParameterDescriptor(
             description="Publish 'overlay' (mask and boxes drawn on the image) while someone subscribes.", read_only=True))
         self.declare_parameter("publish_label_info", True, ParameterDescriptor(
-            description="Publish 'label_info' (transient local). Off for the naive graph's task nodes.", read_only=True))
+            description="Publish segmentation/label_info and detections/label_info (transient local).", read_only=True))
         self.declare_parameter("reliability", "best_effort", _choice(
             "Input QoS reliability: best_effort (sensor data, camera drivers, ros2 bag play) or reliable.", ("best_effort", "reliable")))
         self.declare_parameter("input_transport", "raw", _choice("Subscribe to 'image' (raw) or 'image/compressed'.", ("raw", "compressed")))
+        self.declare_parameter("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS, ParameterDescriptor(
+            description="Drop input frames with more pixels than this (checked from the header, before decoding); "
+                        "default 3840x2160.", read_only=True, integer_range=[IntegerRange(from_value=1, to_value=2**31 - 1)]))
         self.declare_parameter("cpu_threads", 0, ParameterDescriptor(
             description="torch intra-op threads of this process; 0 = torch's default (all cores).", read_only=True))
         self.declare_parameter("cuda_graph", False, ParameterDescriptor(description="Capture the network in a CUDA graph (CUDA only).", read_only=True))
+        self.declare_parameter("diagnostics_slow_ms", 200.0, ParameterDescriptor(
+            description="/diagnostics turns WARN when the median latency exceeds this (ms); 0 = never."))
         self.declare_parameter("managed", False, ParameterDescriptor(
             description="Run as a managed lifecycle node (wait for configure/activate); false = configure and activate at start.", read_only=True))
         self.add_on_set_parameters_callback(self.parameters_callback)
@@ -95,13 +114,18 @@ class InferenceNode(LifecycleNode):
         self._outputs: dict[str, object] = {}
         self._subscription = None
         self._condition = threading.Condition()
-        self._pending = None
+        self._pending: tuple[object, float] | None = None  # (message, perf_counter at callback entry)
         self._stopping = False
         self._worker: threading.Thread | None = None
-        self._last_logged: dict[str, float] = {}
+        self._errors = ThrottledErrorLog(self.get_logger())
+        self._health = FrameHealth()
+        self._state = "unconfigured"
+        self.finalized = False
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0
+        self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE_QOS)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self.diagnostics_callback)
 
     # -- parameters ----------------------------------------------------------------------------
 
@@ -116,8 +140,10 @@ class InferenceNode(LifecycleNode):
         values = {name: overrides.get(name, self._param(name)) for name in _DYNAMIC}
         allowlist = values["class_allowlist"] or []
         indices = self.predictor.class_indices(list(allowlist)) if (allowlist and self.predictor) else None
+        max_detections = int(values["max_detections"])
         return DetectionParams(score_threshold=float(values["score_threshold"]), nms_iou=float(values["nms_iou"]),
-                               max_detections=int(values["max_detections"]), class_allowlist=indices)
+                               max_detections=max_detections, class_allowlist=indices,
+                               pre_nms_top_k=max(DetectionParams.pre_nms_top_k, max_detections))
 
     def parameters_callback(self, parameters: list[Parameter]) -> SetParametersResult:
         """Validate runtime changes; apply them to the predictor atomically or reject with a reason."""
@@ -133,6 +159,8 @@ class InferenceNode(LifecycleNode):
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.get_logger().info(f"detection parameters now {params}")
+        if "score_threshold" in overrides and self._state == "active":
+            self._publish_label_info(params.score_threshold)
         return SetParametersResult(successful=True)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -143,13 +171,17 @@ class InferenceNode(LifecycleNode):
         if not checkpoint:
             self.get_logger().error("parameter 'checkpoint' is empty: set it to a model checkpoint (.pt)")
             return TransitionCallbackReturn.FAILURE
-        size = (self._param("input_height"), self._param("input_width"))
+        height, width = self._param("input_height"), self._param("input_width")
+        if bool(height) != bool(width) or height < 0 or width < 0:
+            self.get_logger().error(f"input_height={height} and input_width={width}: set both to positive sizes, "
+                                    "or both to 0 for the checkpoint's input size")
+            return TransitionCallbackReturn.FAILURE
         if self._param("cpu_threads") > 0:
             torch.set_num_threads(self._param("cpu_threads"))
         try:
             path = resolve_package_path(checkpoint)
             self.predictor = Predictor(path, device=self._param("device"), precision=self._param("precision"),
-                                       input_size=size if all(size) else None, cuda_graph=self._param("cuda_graph"))
+                                       input_size=(height, width) if height else None, cuda_graph=self._param("cuda_graph"))
             missing = [t for t in self.TASKS if t not in self.predictor.tasks]
             if missing:
                 raise ValueError(f"{path} is a {self.predictor.config.kind} checkpoint without the {', '.join(missing)} "
@@ -163,30 +195,29 @@ class InferenceNode(LifecycleNode):
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
         publish = self.create_lifecycle_publisher
+        if "detection" in self.TASKS:
+            self._outputs["detections"] = publish(Detection2DArray, "detections", RELIABLE_QOS)
         if "segmentation" in self.TASKS:
             self._outputs["segmentation"] = publish(Image, "segmentation", RELIABLE_QOS)
             self._outputs["segmentation/color"] = publish(Image, "segmentation/color", RELIABLE_QOS)
-        if "detection" in self.TASKS:
-            self._outputs["detections"] = publish(Detection2DArray, "detections", RELIABLE_QOS)
         if self._param("publish_overlay"):
             self._outputs["overlay"] = publish(Image, "overlay", RELIABLE_QOS)
         if self._param("publish_label_info"):
-            self._outputs["label_info"] = publish(LabelInfo, "label_info", LATCHED_QOS)
+            for task, topic in (("segmentation", SEGMENTATION_LABEL_INFO_TOPIC), ("detection", DETECTION_LABEL_INFO_TOPIC)):
+                if task in self.TASKS:
+                    self._outputs[topic] = publish(LabelInfo, topic, LATCHED_QOS)
         self._outputs["stats"] = publish(InferenceStats, "stats", RELIABLE_QOS)
         p = self.predictor
         self.get_logger().info(
             f"loaded {p.model_name} ({p.config.kind}, {p.config.trunk}) from {path} on {p.device} ({p.precision}), "
             f"input {p.input_size[0]}x{p.input_size[1]}")
+        self._state = "inactive"
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the camera and start the inference worker."""
         result = super().on_activate(state)  # enables the lifecycle publishers
-        if "label_info" in self._outputs:
-            header = Image().header
-            header.stamp = self.get_clock().now().to_msg()
-            self._outputs["label_info"].publish(label_info_msg(header, self._published_class_names(),
-                                                                  self._param("score_threshold")))
+        self._publish_label_info(self._param("score_threshold"))
         qos = qos_from_name(self._param("reliability"), 1)
         if self._param("input_transport") == "compressed":
             topic = self.resolve_topic_name("image") + "/compressed"
@@ -196,31 +227,41 @@ class InferenceNode(LifecycleNode):
         self._stopping = False
         self._worker = threading.Thread(target=self._work_loop, name="inference", daemon=True)
         self._worker.start()
+        self._state = "active"
         self.get_logger().info(f"active: listening on {self._subscription.topic_name} ({self._param('reliability')})")
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop work and free cached GPU memory; the model stays loaded."""
-        self._stop_worker()
-        if self._subscription is not None:
-            self.destroy_subscription(self._subscription)
-            self._subscription = None
+        self._stop_input()
         if self.predictor is not None:
             self.predictor.empty_cache()
+        self._state = "inactive"
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unload the model and remove the publishers."""
         self._unload()
+        self._state = "unconfigured"
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: stop, unload; the process then exits (see lifecycle_main)."""
+        self.stop()
+        self._unload()
+        self._state = "finalized"
+        self.finalized = True
+        return super().on_shutdown(state)
+
+    def stop(self) -> None:
+        """Stop the worker and the camera subscription (idempotent)."""
+        self._stop_input()
+
+    def _stop_input(self) -> None:
         self._stop_worker()
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
-        self._unload()
-        return super().on_shutdown(state)
 
     def _unload(self) -> None:
         for publisher in self._outputs.values():
@@ -230,18 +271,25 @@ class InferenceNode(LifecycleNode):
             self.predictor.release()
             self.predictor = None
 
-    def _published_class_names(self) -> dict[str, list[str]]:
-        return {t: self.predictor.class_names[t] for t in self.TASKS}
+    def _publish_label_info(self, threshold: float) -> None:
+        header = Image().header
+        header.stamp = self.get_clock().now().to_msg()
+        for task, topic in (("segmentation", SEGMENTATION_LABEL_INFO_TOPIC), ("detection", DETECTION_LABEL_INFO_TOPIC)):
+            if topic in self._outputs:
+                task_threshold = threshold if task == "detection" else 0.0
+                self._outputs[topic].publish(label_info_msg(header, self.predictor.class_names[task], task_threshold))
 
     # -- frames --------------------------------------------------------------------------------
 
     def image_callback(self, msg) -> None:
         """Keep only the newest frame: a frame still waiting is replaced and counted as dropped."""
+        received = time.perf_counter()
         with self._condition:
             self.frames_received += 1
             if self._pending is not None:
                 self.frames_dropped += 1
-            self._pending = msg
+                self._health.dropped()
+            self._pending = (msg, received)
             self._condition.notify()
 
     def _stop_worker(self) -> None:
@@ -259,76 +307,80 @@ class InferenceNode(LifecycleNode):
                 self._condition.wait_for(lambda: self._pending is not None or self._stopping)
                 if self._stopping:
                     return
-                msg, self._pending = self._pending, None
-            self.process_frame(msg)
+                (msg, received), self._pending = self._pending, None
+            self.process_frame(msg, received)
 
-    def _log_error(self, text: str, period: float = 5.0) -> None:
-        """Log each distinct problem at most once per ``period`` seconds."""
-        now = time.monotonic()
-        if now - self._last_logged.get(text, -period) >= period:
-            self._last_logged[text] = now
-            self.get_logger().error(text)
-
-    def _drop(self, reason: str) -> None:
+    def _drop(self, kind: str, detail: str) -> None:
         with self._condition:
             self.frames_dropped += 1
-        self._log_error(f"dropped frame: {reason}")
+        self._health.failed(f"{kind}: {detail}")
+        self._errors.error(f"dropped frame: {kind}: {detail}")
 
-    def process_frame(self, msg) -> None:
-        """Decode, run the network and publish; never raises (a bad frame is dropped and logged)."""
+    def process_frame(self, msg, received: float | None = None) -> None:
+        """Decode, run the network and publish; never raises (a bad frame is dropped and logged).
+
+        Args:
+            msg: sensor_msgs Image or CompressedImage.
+            received: ``time.perf_counter()`` at image callback entry (default now).
+        """
         predictor = self.predictor
         if predictor is None:
             return
         start = time.perf_counter()
+        received = start if received is None else received
+        max_pixels = self._param("max_input_pixels")
         try:
             if isinstance(msg, CompressedImage):
-                image = compressed_to_array(msg)
+                image = compressed_to_array(msg, max_pixels=max_pixels)
             else:
-                image = to_rgb(image_to_array(msg), msg.encoding)
+                image = to_rgb(image_to_array(msg, max_pixels=max_pixels), msg.encoding)
         except (ImageConversionError, ValueError) as exc:
-            self._drop(f"bad input image: {exc}")
+            self._drop("bad input image", str(exc))
             return
         decode_ms = (time.perf_counter() - start) * 1e3
         try:
             prediction = predictor.predict(image)
         except torch.cuda.OutOfMemoryError:
             predictor.empty_cache()
-            self._drop("CUDA out of memory (cache emptied; continuing with the next frame)")
+            self._drop("CUDA out of memory", "cache emptied; continuing with the next frame")
             return
         except Exception as exc:  # the node never dies on data
-            self._drop(f"inference failed: {type(exc).__name__}: {exc}")
+            self._drop("inference failed", f"{type(exc).__name__}: {exc}")
             return
         publish_start = time.perf_counter()
         try:
             self.publish_outputs(msg.header, image, prediction)
         except Exception as exc:
-            self._drop(f"publishing failed: {type(exc).__name__}: {exc}")
+            self._drop("publishing failed", f"{type(exc).__name__}: {exc}")
             return
-        publish_ms = (time.perf_counter() - publish_start) * 1e3
+        done = time.perf_counter()
         with self._condition:
             self.frames_processed += 1
             counters = (self.frames_received, self.frames_processed, self.frames_dropped)
+        total_ms = (done - received) * 1e3
+        self._health.processed(total_ms)
         timings = prediction.timings
         allocated, reserved = predictor.gpu_memory_mb()
         stats = InferenceStats(
             header=msg.header, node_name=self.get_fully_qualified_name(), model_name=predictor.model_name,
-            device=str(predictor.device), precision=predictor.precision,
+            device=str(predictor.device), precision=predictor.precision, queue_ms=(start - received) * 1e3,
             preprocess_ms=decode_ms + timings.preprocess_ms, inference_ms=timings.inference_ms,
-            postprocess_ms=timings.postprocess_ms + publish_ms, total_ms=(time.perf_counter() - start) * 1e3,
+            postprocess_ms=timings.postprocess_ms + (done - publish_start) * 1e3, total_ms=total_ms,
             frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
             gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
         self._outputs["stats"].publish(stats)
 
     def publish_outputs(self, header, image: np.ndarray, prediction) -> None:
-        """Publish this node's outputs for one frame, each with ``header`` copied."""
+        """Publish this node's outputs for one frame, each with ``header`` copied; detections first,
+        since the full-resolution images take longer to build."""
         pubs = self._outputs
         names = self.predictor.class_names.get("detection", [])
-        if "segmentation" in pubs:
-            pubs["segmentation"].publish(mask_msg(header, prediction.mask))
-            pubs["segmentation/color"].publish(rgb_msg(header, colorize_mask(prediction.mask)))
         if "detections" in pubs:
             pubs["detections"].publish(detections_msg(header, prediction.boxes, prediction.scores, prediction.labels,
                                                       names, self._param("class_id_format")))
+        if "segmentation" in pubs:
+            pubs["segmentation"].publish(mask_msg(header, prediction.mask))
+            pubs["segmentation/color"].publish(rgb_msg(header, colorize_mask(prediction.mask)))
         overlay = pubs.get("overlay")
         if overlay is not None and overlay.get_subscription_count() > 0:
             mask = prediction.mask if "segmentation" in self.TASKS else None
@@ -338,28 +390,21 @@ class InferenceNode(LifecycleNode):
                 boxes, labels, scores = np.zeros((0, 4)), np.zeros(0, int), np.zeros(0)
             overlay.publish(rgb_msg(header, render_overlay(image, mask, boxes, labels, scores, names)))
 
+    # -- diagnostics ---------------------------------------------------------------------------
 
-def run_node(node_class: type[InferenceNode], args: list[str] | None = None) -> int:
-    """Entry point shared by the node executables. Exit code 1 if a plain node can't start."""
-    rclpy.init(args=args)
-    node = node_class()
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    code = 0
-    try:
-        if not node.get_parameter("managed").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("configure failed; exiting")
-                return 1
-            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("activate failed; exiting")
-                return 1
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node._stop_worker()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    def diagnostics_callback(self) -> None:
+        """Publish this node's DiagnosticStatus (see :mod:`mtl_perception.ros.diagnostics`)."""
+        predictor = self.predictor
+        with self._condition:
+            totals = {"frames_received": self.frames_received, "frames_processed": self.frames_processed,
+                      "frames_dropped": self.frames_dropped}
+        values = {"device": str(predictor.device) if predictor else "none",
+                  "model": predictor.model_name if predictor else "none", **totals}
+        if predictor is not None:
+            allocated, reserved = predictor.gpu_memory_mb()
+            values.update(gpu_memory_allocated_mb=f"{allocated:.1f}", gpu_memory_reserved_mb=f"{reserved:.1f}")
+        if self._health.last_error:
+            values["last_error"] = self._health.last_error
+        status = health_status(f"{self.get_fully_qualified_name()}: inference", values["device"], self._state,
+                               self._health.window(), float(self._param("diagnostics_slow_ms")), values)
+        self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(), status))

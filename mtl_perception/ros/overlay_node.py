@@ -1,75 +1,133 @@
-"""Overlay and label_info for graphs that split the tasks over two nodes (the naive baseline).
+"""Overlay for graphs that split the tasks over two nodes (the naive baseline).
 
 The multitask node draws its own overlay. In the naive graph the mask and the boxes come
 from different nodes, so this node pairs ``segmentation`` and ``detections`` with the
-camera ``image`` of the same stamp and publishes one ``overlay``, and publishes the one
-``label_info`` of both tasks (read from the two checkpoints). Same topics as the
-multitask node: consumers and rviz see the same contract on either graph.
+camera ``image`` of the same header stamp (in any arrival order) and publishes one
+``overlay`` with that header. Class names come from ``detections/label_info``, which the
+detection node publishes (transient local); each task node publishes its own label_info,
+so consumers and rviz see the same topics on either graph.
+
+A lifecycle node like the inference nodes (``managed: true`` waits for configure/activate);
+it reports on ``/diagnostics`` too: overlays per second, pairing latency, and camera frames
+dropped because their mask or boxes never came.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections import OrderedDict
 
-import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from mtl_perception.checkpoint import load_checkpoint
 from mtl_perception.image_msg_codec import ImageConversionError, image_to_array, to_rgb
-from mtl_perception.bags.typestore import detections_to_arrays
-from mtl_perception.ros.messages import detection_labels, label_info_msg, rgb_msg
-from mtl_perception.ros.paths import resolve_package_path
+from mtl_perception.ros.diagnostics import (DIAGNOSTICS_PERIOD_S, DIAGNOSTICS_TOPIC, FrameHealth, diagnostic_array,
+                                            health_status)
+from mtl_perception.ros.error_log import ThrottledErrorLog
+from mtl_perception.ros.lifecycle_main import run_node
+from mtl_perception.ros.messages import rgb_msg
 from mtl_perception.ros.qos import LATCHED_QOS, RELIABLE_QOS, qos_from_name
+from mtl_perception.vision_labels import DETECTION_LABEL_INFO_TOPIC, detection_labels, detections_to_arrays, label_info_to_names
 from mtl_perception.visualization import render_overlay
 
-_CACHE = 30  # frames of each input kept while waiting for the other two
+PAIRING_CACHE = 30  # stamps of each input kept while waiting for the other two
+_KINDS = ("image", "segmentation", "detections")
 
 
 def _stamp_key(header) -> tuple[int, int]:
     return header.stamp.sec, header.stamp.nanosec
 
 
-class OverlayNode(Node):
+class OverlayNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("overlay_node", **kwargs)
-        self.declare_parameter("segmentation_checkpoint", "", ParameterDescriptor(
-            description="Checkpoint of the segmentation node (for class names).", read_only=True))
-        self.declare_parameter("detection_checkpoint", "", ParameterDescriptor(
-            description="Checkpoint of the detection node (for class names).", read_only=True))
         self.declare_parameter("reliability", "best_effort", ParameterDescriptor(
             description="QoS reliability of the camera subscription: best_effort or reliable.", read_only=True))
-        self.declare_parameter("score_threshold", 0.3, ParameterDescriptor(description="Threshold reported in label_info."))
-        self.class_names = self._read_class_names()
-        self.overlay_pub = self.create_publisher(Image, "overlay", RELIABLE_QOS)
-        self.label_info_pub = self.create_publisher(LabelInfo, "label_info", LATCHED_QOS)
-        header = Image().header
-        header.stamp = self.get_clock().now().to_msg()
-        self.label_info_pub.publish(label_info_msg(header, self.class_names, self.get_parameter("score_threshold").value))
-        self._frames: dict[str, OrderedDict] = {"image": OrderedDict(), "segmentation": OrderedDict(), "detections": OrderedDict()}
-        qos = qos_from_name(self.get_parameter("reliability").value, 5)
-        self.create_subscription(Image, "image", self.image_callback, qos)
-        self.create_subscription(Image, "segmentation", self.segmentation_callback, RELIABLE_QOS)
-        self.create_subscription(Detection2DArray, "detections", self.detections_callback, RELIABLE_QOS)
+        self.declare_parameter("managed", False, ParameterDescriptor(
+            description="Run as a managed lifecycle node (wait for configure/activate); false = configure and activate at start.", read_only=True))
+        self.detection_names: tuple[str, ...] | None = None
+        self.finalized = False
+        self._state = "unconfigured"
+        self._overlay_pub = None
+        self._label_info_sub = None
+        self._input_subs: list = []
+        self._frames: dict[str, OrderedDict] = {kind: OrderedDict() for kind in _KINDS}
+        self._first_seen: OrderedDict[tuple[int, int], float] = OrderedDict()
+        self._errors = ThrottledErrorLog(self.get_logger())
+        self._health = FrameHealth()
+        self.overlays_published = 0
+        self.images_dropped = 0
+        self._diagnostics = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, RELIABLE_QOS)
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self.diagnostics_callback)
 
-    def _read_class_names(self) -> dict[str, list[str]]:
-        names: dict[str, list[str]] = {}
-        for task in ("segmentation", "detection"):
-            value = self.get_parameter(f"{task}_checkpoint").value
-            if not value:
-                raise ValueError(f"parameter '{task}_checkpoint' is empty")
-            checkpoint = load_checkpoint(resolve_package_path(value), mmap=True)
-            if task not in checkpoint.class_names:
-                raise ValueError(f"{checkpoint.path} has no {task} classes")
-            names[task] = list(checkpoint.class_names[task])
-        return names
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._overlay_pub = self.create_lifecycle_publisher(Image, "overlay", RELIABLE_QOS)
+        self._label_info_sub = self.create_subscription(LabelInfo, DETECTION_LABEL_INFO_TOPIC, self.label_info_callback,
+                                                        LATCHED_QOS)
+        self._state = "inactive"
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        result = super().on_activate(state)
+        camera_qos = qos_from_name(self.get_parameter("reliability").value, 5)
+        self._input_subs = [
+            self.create_subscription(Image, "image", self.image_callback, camera_qos),
+            self.create_subscription(Image, "segmentation", self.segmentation_callback, RELIABLE_QOS),
+            self.create_subscription(Detection2DArray, "detections", self.detections_callback, RELIABLE_QOS),
+        ]
+        self._state = "active"
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop()
+        self._state = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._unload()
+        self._state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop()
+        self._unload()
+        self._state = "finalized"
+        self.finalized = True
+        return super().on_shutdown(state)
+
+    def stop(self) -> None:
+        """Unsubscribe from the inputs and forget half-paired frames (idempotent)."""
+        for subscription in self._input_subs:
+            self.destroy_subscription(subscription)
+        self._input_subs = []
+        for frames in self._frames.values():
+            frames.clear()
+        self._first_seen.clear()
+
+    def _unload(self) -> None:
+        if self._overlay_pub is not None:
+            self.destroy_lifecycle_publisher(self._overlay_pub)
+            self._overlay_pub = None
+        if self._label_info_sub is not None:
+            self.destroy_subscription(self._label_info_sub)
+            self._label_info_sub = None
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def label_info_callback(self, msg: LabelInfo) -> None:
+        try:
+            self.detection_names = label_info_to_names(msg)
+        except ValueError as exc:
+            self._errors.error(f"bad {DETECTION_LABEL_INFO_TOPIC}: {exc}")
 
     def image_callback(self, msg: Image) -> None:
-        if self.overlay_pub.get_subscription_count() > 0:
+        if self._overlay_pub is not None and self._overlay_pub.get_subscription_count() > 0:
             self._store("image", msg)
 
     def segmentation_callback(self, msg: Image) -> None:
@@ -79,48 +137,55 @@ class OverlayNode(Node):
         self._store("detections", msg)
 
     def _store(self, kind: str, msg) -> None:
-        frames = self._frames[kind]
-        frames[_stamp_key(msg.header)] = msg
-        while len(frames) > _CACHE:
-            frames.popitem(last=False)
         key = _stamp_key(msg.header)
+        self._first_seen.setdefault(key, time.perf_counter())
+        frames = self._frames[kind]
+        frames[key] = msg
+        while len(frames) > PAIRING_CACHE:
+            evicted, _ = frames.popitem(last=False)
+            if kind == "image":
+                self.images_dropped += 1
+                self._health.dropped()
         if all(key in f for f in self._frames.values()):
-            image, mask, dets = (self._frames[k].pop(key) for k in ("image", "segmentation", "detections"))
-            self._publish_overlay(image, mask, dets)
+            image, mask, detections = (self._frames[k].pop(key) for k in _KINDS)
+            self._publish_overlay(image, mask, detections, self._first_seen.pop(key))
+        while len(self._first_seen) > len(_KINDS) * PAIRING_CACHE:
+            self._first_seen.popitem(last=False)
 
-    def _publish_overlay(self, image_msg: Image, mask_msg: Image, detections: Detection2DArray) -> None:
-        if self.overlay_pub.get_subscription_count() == 0:
+    def _publish_overlay(self, image_msg: Image, mask_msg: Image, detections: Detection2DArray, first_seen: float) -> None:
+        if self._overlay_pub is None or self._overlay_pub.get_subscription_count() == 0:
             return
         try:
             image = to_rgb(image_to_array(image_msg), image_msg.encoding)
             mask = image_to_array(mask_msg)
         except (ImageConversionError, ValueError) as exc:
-            self.get_logger().error(f"cannot draw overlay: {exc}", throttle_duration_sec=5.0)
+            self._health.failed(f"cannot draw overlay: {exc}")
+            self._errors.error(f"cannot draw overlay: {exc}")
             return
-        names = self.class_names["detection"]
+        names = self.detection_names or ()
+        if self.detection_names is None and detections.detections:
+            self._errors.error(f"boxes left out of the overlay: no {DETECTION_LABEL_INFO_TOPIC} received yet")
         boxes, class_ids, scores = detections_to_arrays(detections)
         labels = detection_labels(class_ids, names)
         known = labels >= 0
         overlay = render_overlay(image, mask, boxes[known], labels[known], scores[known], names)
-        self.overlay_pub.publish(rgb_msg(image_msg.header, overlay))
+        self._overlay_pub.publish(rgb_msg(image_msg.header, overlay))
+        self.overlays_published += 1
+        self._health.processed((time.perf_counter() - first_seen) * 1e3)
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    def diagnostics_callback(self) -> None:
+        values = {"device": "cpu", "model": "none (draws the task nodes' outputs)",
+                  "overlays_published": self.overlays_published, "frames_dropped": self.images_dropped,
+                  "detection_classes": len(self.detection_names) if self.detection_names is not None else "not received"}
+        status = health_status(f"{self.get_fully_qualified_name()}: overlay", "cpu", self._state,
+                               self._health.window(), 0.0, values)
+        self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = OverlayNode()
-    except Exception as exc:  # bad parameters or checkpoints: clear message, non-zero exit
-        print(f"overlay_node: error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(OverlayNode, args)
 
 
 if __name__ == "__main__":

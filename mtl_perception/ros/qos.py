@@ -8,10 +8,6 @@ _RELIABILITY_BY_NAME = {
     "reliable": ReliabilityPolicy.RELIABLE,
 }
 
-# Camera-style: newest frames only, lost frames are not resent.
-SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                        reliability=ReliabilityPolicy.BEST_EFFORT,
-                        durability=DurabilityPolicy.VOLATILE)
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
