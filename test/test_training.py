@@ -125,6 +125,30 @@ def iou_by_hand(checkpoint: Path, dataset, num_classes: int) -> list[float]:
     return [i / u if u else math.nan for i, u in zip(intersection, union)]
 
 
+def tree_matches_by_hand(checkpoint: Path, dataset, score_threshold: float) -> tuple[int, int, int]:
+    """(true positives, detections, ground-truth boxes) of the checkpoint's boxes scoring at least
+    ``score_threshold`` on ``dataset``: greedy one-to-one matching at IoU >= 0.5, best score first."""
+    from torchvision.ops import box_iou
+
+    predictor = Predictor(checkpoint, device="cpu", warmup=0)
+    hits = found = truths = 0
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        prediction = predictor.predict(image.permute(1, 2, 0).numpy())
+        keep = np.asarray(prediction.scores) >= score_threshold
+        order = np.argsort(-np.asarray(prediction.scores)[keep], kind="stable")
+        boxes = torch.as_tensor(np.asarray(prediction.boxes)[keep][order], dtype=torch.float32).reshape(-1, 4)
+        truth = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
+        found, truths = found + len(boxes), truths + len(truth)
+        free = torch.ones(len(truth), dtype=torch.bool)
+        for row in box_iou(boxes, truth) if len(boxes) and len(truth) else []:
+            row = torch.where(free, row, torch.zeros_like(row))
+            if row.max() >= 0.5:
+                free[row.argmax()] = False
+                hits += 1
+    return hits, found, truths
+
+
 def final_weights(path: Path) -> dict:
     return load_training_state(path)["model"]
 
@@ -358,6 +382,10 @@ def test_cli_reports_config_errors_naming_the_file_and_key(tiny_data, tmp_path, 
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEPLOYMENT_THRESHOLD = 0.3  # score_threshold of config/mtl_perception.yaml
+# Floors a little under what the shipped checkpoints reach (measured on a 2-core VM): building IoU
+# 0.32 (multitask) / 0.32; trees at 0.3: recall 0.16 / 0.11, precision 0.48 / 0.52 (multitask / det only).
+DEMO_FLOORS = {"building_iou": 0.25, "tree_recall": 0.08, "tree_precision": 0.35}
 
 
 @pytest.mark.parametrize("task", ["multitask", "segmentation", "detection"])
@@ -376,7 +404,19 @@ def test_shipped_demo_checkpoints_are_small_half_precision_mobilenets_with_their
     recipe = {k: v for k, v in metadata["config"].items() if k != "task"}
     reference = load_checkpoint(REPO_ROOT / "checkpoints" / "demo_multitask.pt").metadata["config"]
     assert recipe == {k: v for k, v in reference.items() if k != "task"}
-    if "detection" in tasks:
-        assert metadata["metrics"]["det_voc_ap50"] > 0.05
+    # Held-out accuracy counted here, not read from the metadata: building IoU pixel by pixel on
+    # the bottom third of the solaris tile, trees matched one to one at the deployment threshold.
+    from mtl_perception.data.aerial import deepforest_tree_split, package_data_dir, solaris_building_split
+
+    try:
+        package_data_dir("deepforest", "2.1.0"), package_data_dir("solaris", "0.2.1")
+    except FileNotFoundError as exc:
+        pytest.skip(f"held-out accuracy needs the sample data: {exc}")
     if "segmentation" in tasks:
-        assert metadata["metrics"]["seg_iou"]["building"] > 0.1
+        building_iou = iou_by_hand(path, solaris_building_split("heldout", 300), 2)[1]
+        assert building_iou > DEMO_FLOORS["building_iou"], building_iou
+    if "detection" in tasks:
+        hits, found, truths = tree_matches_by_hand(path, deepforest_tree_split("heldout", 400), DEPLOYMENT_THRESHOLD)
+        assert truths == 323  # the held-out tree count of aerial_sample_splits
+        assert hits / truths > DEMO_FLOORS["tree_recall"] and hits / found > DEMO_FLOORS["tree_precision"], (
+            hits, found, truths)
