@@ -20,10 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields, mask_field
+from .base import DetectionRecords, LabelledImageDataset, JointTransformFn, Sample, detection_fields, mask_field
 from .class_map import ClassMap, detection_mapping, load_class_map, mask_lookup
 from .errors import DatasetFormatError
-from .image_files import read_image_size, read_rgb_image, read_tiff, require_file, rgb_array_to_image
+from .image_files import read_rgb_image, read_tiff, require_file, rgb_array_to_image
 from .tiling import TiledDataset
 from .voc_xml import parse_voc_xml
 
@@ -56,7 +56,7 @@ def package_data_dir(package: str, version: str) -> Path:
     raise FileNotFoundError(f"sample data of the '{package}' package not found; install it with: {hint}")
 
 
-class DeepForestTrees(LabelledImageDataset):
+class DeepForestTrees(DetectionRecords):
     """Tree crown boxes on the deepforest sample orthophotos (whole images; tile them with
     :class:`TiledDataset`). Box coordinates are used as written (0-based pixels).
 
@@ -96,17 +96,6 @@ class DeepForestTrees(LabelledImageDataset):
             labels = np.array([index_of[n] for n in annotation.names], dtype=np.int64)
             keep = labels >= 0
             self.records.append((stem, image_path, annotation.boxes[keep].astype(np.float32), labels[keep]))
-
-    @property
-    def det_classes(self) -> tuple[str, ...]:
-        """The model detection classes the labels index."""
-        return self.det_mapping.target_names
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def image_size(self, index: int) -> tuple[int, int]:
-        return read_image_size(self.records[index][1])
 
     def load_sample(self, index: int) -> Sample:
         stem, path, boxes, labels = self.records[index]

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from .errors import CorruptImageError
+from .image_files import read_image_size
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +128,22 @@ class LabelledImageDataset(Dataset):
                 image, target = self.transforms(image, target)
             return image, target
         raise RuntimeError(f"{type(self).__name__}: no sample could be decoded (all {size} are corrupt)")
+
+
+class DetectionRecords(LabelledImageDataset):
+    """A detection dataset held as ``self.records`` (one tuple per image, the image path at
+    position 1) with a ``self.det_mapping``: the length, header-only image sizes and the model
+    classes come from there."""
+
+    records: list[tuple]
+
+    @property
+    def det_classes(self) -> tuple[str, ...]:
+        """The model detection classes the labels index."""
+        return self.det_mapping.target_names
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        return read_image_size(self.records[index][1])

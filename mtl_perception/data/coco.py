@@ -15,10 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields
+from .base import DetectionRecords, JointTransformFn, Sample, detection_fields
 from .class_map import ClassMap, load_class_map, map_classes
 from .errors import DatasetFormatError
-from .image_files import read_image_size, read_rgb_image, require_dir, require_file
+from .image_files import read_rgb_image, require_dir, require_file
 
 CROWD_MODES = ("skip", "difficult")
 
@@ -29,7 +29,7 @@ def _require(entry: dict, key: str, where: str, path: Path) -> Any:
     return entry[key]
 
 
-class CocoDetection(LabelledImageDataset):
+class CocoDetection(DetectionRecords):
     """Detection samples from a COCO instances file.
 
     Args:
@@ -116,17 +116,6 @@ class CocoDetection(LabelledImageDataset):
         if not self.records:
             raise ValueError(f"CocoDetection: no images in {ann_file}")
         self._with_difficult = crowd == "difficult"
-
-    @property
-    def det_classes(self) -> tuple[str, ...]:
-        """The model detection classes the labels index."""
-        return self.det_mapping.target_names
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def image_size(self, index: int) -> tuple[int, int]:
-        return read_image_size(self.records[index][1])
 
     def load_sample(self, index: int) -> Sample:
         image_id, path, boxes, labels, crowd = self.records[index]

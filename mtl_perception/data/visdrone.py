@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from .base import LabelledImageDataset, JointTransformFn, Sample, detection_fields
+from .base import DetectionRecords, JointTransformFn, Sample, detection_fields
 from .class_map import ClassMap, detection_mapping, load_class_map
 from .errors import DatasetFormatError
-from .image_files import IMAGE_EXTENSIONS, read_image_size, read_rgb_image, require_dir, require_file
+from .image_files import IMAGE_EXTENSIONS, read_rgb_image, require_dir, require_file
 
 VISDRONE_CLASSES = ("pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle",
                     "bus", "motor")
@@ -114,7 +114,7 @@ def ignore_mask(regions: np.ndarray, canvas_size: tuple[int, int]) -> tv_tensors
     return tv_tensors.Mask(torch.from_numpy(mask))
 
 
-class VisDroneDetection(LabelledImageDataset):
+class VisDroneDetection(DetectionRecords):
     """VisDrone2019-DET images with their boxes and ignored regions (detection only).
 
     Args:
@@ -154,7 +154,7 @@ class VisDroneDetection(LabelledImageDataset):
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         if not images:
             raise FileNotFoundError(f"no images in {image_dir}")
-        self.records: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.records: list[tuple[str, Path, np.ndarray, np.ndarray, np.ndarray]] = []
         for image_path in images:
             annotation = parse_visdrone_annotations(annotation_dir / f"{image_path.stem}.txt",
                                                     len(self.class_map.detection))
@@ -163,26 +163,15 @@ class VisDroneDetection(LabelledImageDataset):
             keep = (labels >= 0) & (annotation.truncation <= max_truncation) & (annotation.occlusion <= max_occlusion)
             if skip_empty and not keep.any():
                 continue
-            self.records.append((image_path, annotation.boxes[keep], labels[keep], annotation.ignored))
+            self.records.append((image_path.stem, image_path, annotation.boxes[keep], labels[keep], annotation.ignored))
         if not self.records:
             raise ValueError(f"VisDroneDetection: no images with boxes under {self.root}")
 
-    @property
-    def det_classes(self) -> tuple[str, ...]:
-        """The model detection classes the labels index."""
-        return self.det_mapping.target_names
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def image_size(self, index: int) -> tuple[int, int]:
-        return read_image_size(self.records[index][0])
-
     def load_sample(self, index: int) -> Sample:
-        path, boxes, labels, ignored = self.records[index]
+        stem, path, boxes, labels, ignored = self.records[index]
         image = read_rgb_image(path)
         canvas = tuple(image.shape[-2:])
-        target = {"image_id": path.stem}
+        target = {"image_id": stem}
         target.update(detection_fields(boxes, labels, canvas))
         if self.keep_ignored and len(ignored):
             target["ignore_mask"] = ignore_mask(ignored, canvas)
