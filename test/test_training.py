@@ -420,3 +420,24 @@ def test_shipped_demo_checkpoints_are_small_half_precision_mobilenets_with_their
         assert truths == 323  # the held-out tree count of aerial_sample_splits
         assert hits / truths > DEMO_FLOORS["tree_recall"] and hits / found > DEMO_FLOORS["tree_precision"], (
             hits, found, truths)
+
+
+@pytest.mark.parametrize("head_norm, independent", [("group", True), ("batch", False)])
+def test_group_norm_branches_do_not_mix_the_samples_of_an_interleaved_batch(head_norm, independent):
+    from mtl_perception.models.config import ModelConfig
+    from mtl_perception.models.nets import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(trunk="resnet18", trunk_norm="frozen", input_size=(64, 64), head_norm=head_norm,
+                                    seg_head_channels=16, det_extra_channels=(32, 32, 32), num_seg_classes=2,
+                                    num_det_classes=1))
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout2d):
+            module.eval()
+    tree_tile, building_tile = torch.rand(1, 3, 64, 64) * 255, torch.rand(1, 3, 64, 64) * 64
+    alone = model(tree_tile)
+    mixed = model(torch.cat([tree_tile, building_tile]))
+    for key in ("seg_logits", "cls_logits"):
+        # Training mode: BatchNorm normalises the tree tile with the building tile's statistics too.
+        assert torch.allclose(alone[key][0], mixed[key][0], atol=1e-4) == independent, key
