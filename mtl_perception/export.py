@@ -143,7 +143,7 @@ def check_onnx_parity(checkpoint: Checkpoint | str | os.PathLike, onnx_path: str
     exported = Predictor(checkpoint, device="cpu", warmup=0, backend="onnxruntime", onnx_path=onnx_path)
     batch = reference.preprocess(image)
     with torch.inference_mode():
-        ref_out = reference.forward(batch)
+        ref_out = reference.model(batch)  # the exported network: raw outputs at the input size
         onnx_out = exported.forward(batch)
     diffs = {k: float((ref_out[k] - onnx_out[k]).abs().max()) for k in ref_out}
     ref_pred, onnx_pred = reference.predict(image), exported.predict(image)

@@ -149,10 +149,20 @@ def resize_to_input(images: torch.Tensor, geometry: ResizeGeometry, fill: Sequen
 
 
 def resize_to_original(maps: torch.Tensor, geometry: ResizeGeometry) -> torch.Tensor:
-    """[B, K, *dst_size] per-pixel maps (logits) at the input → [B, K, *src_size]: crop the
-    frame's region, then one bilinear resize (``align_corners=False``) to the original size."""
+    """[B, K, h, w] per-pixel maps (logits) over the input → [B, K, *src_size].
+
+    Maps at the input size: crop the frame's region, then one bilinear resize
+    (``align_corners=False``) to the original size. Without padding (``stretch``) the maps
+    may have any resolution (e.g. the network's stride-16 scores): one resize straight to
+    the original size.
+    """
+    if geometry.content_size == geometry.dst_size:
+        if tuple(maps.shape[-2:]) == geometry.src_size:
+            return maps
+        return F.interpolate(maps, size=geometry.src_size, mode="bilinear", align_corners=False)
     if tuple(maps.shape[-2:]) != geometry.dst_size:
-        raise ValueError(f"maps are {tuple(maps.shape[-2:])}, geometry is for input {geometry.dst_size}")
+        raise ValueError(f"maps are {tuple(maps.shape[-2:])}: a letterboxed input needs them at the input size "
+                         f"{geometry.dst_size}")
     rows, cols = geometry.content_slices
     content = maps[..., rows, cols]
     if geometry.content_size == geometry.src_size:

@@ -104,7 +104,8 @@ def segmentation_masks(seg_logits: torch.Tensor,
     first (crop of the letterbox padding, one bilinear resize), then argmax.
 
     Args:
-        seg_logits: [B, K, h, w], at the input size, or already at each original size.
+        seg_logits: [B, K, h, w] over the input: at the input size, or (stretched input
+            only) at any resolution, e.g. the FCN's stride-16 scores.
         geometries: per image, its :class:`ResizeGeometry`, or its original (H, W) for a
             stretched input.
     Returns:
@@ -115,9 +116,7 @@ def segmentation_masks(seg_logits: torch.Tensor,
     for image_index, geometry in enumerate(geometries):
         if not isinstance(geometry, ResizeGeometry):
             geometry = resize_geometry(geometry, seg_logits.shape[-2:], "stretch")
-        logits = seg_logits[image_index: image_index + 1]
-        if tuple(logits.shape[-2:]) != geometry.src_size:
-            logits = resize_to_original(logits, geometry)
+        logits = resize_to_original(seg_logits[image_index: image_index + 1], geometry)
         # max(dim=0).indices on [K, H, W]: torch's CPU argmax over the channel dim of NCHW is ~20x slower.
         masks.append(logits[0].max(dim=0).indices.to(dtype))
     return masks

@@ -203,6 +203,10 @@ class Predictor:
         self._palette = (torch.from_numpy(segmentation_palette(256)).to(self.device)
                          if self.config.has_segmentation else None)
         self._pad_fill = torch.tensor(self.pad_fill, dtype=torch.float32, device=self.device)
+        # Stretched input: the FCN scores come unresampled and the postprocess resizes them once,
+        # straight to each frame's size. Letterboxed: at the input size, to crop the padding.
+        self._seg_output_size = (self.model.score_map_size(self.input_size)
+                                 if self.config.has_segmentation and self.resize == "stretch" else None)
         self._session = _onnx_session(onnx_path, self.device) if backend == "onnxruntime" else None
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, _CapturedGraph] = {}
@@ -215,7 +219,7 @@ class Predictor:
         if compile:
             start = time.perf_counter()
             with self._device_context(), torch.inference_mode():
-                self._network_outputs(self.preprocess(dummy), None)
+                self._network_outputs(self.preprocess(dummy), self._seg_output_size)
                 self._sync()
             self.compile_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -288,13 +292,14 @@ class Predictor:
         (stretched or letterboxed as the model was trained)."""
         return self._preprocess([image])[0]
 
-    def forward(self, batch: torch.Tensor, original_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """Raw head outputs for a preprocessed batch.
 
-        With ``original_size`` (one stretched image, eager torch backend) the segmentation
-        logits come at that size (see :meth:`PerceptionNet.forward`: one resize instead of
-        two); otherwise, and for letterboxed input, at the input size, and the postprocess
-        crops and resizes. Outputs of a CUDA graph are valid until the next call.
+        Segmentation logits of a stretched input come at the FCN's score resolution
+        (:meth:`PerceptionNet.score_map_size`; the postprocess resizes them once to each
+        frame's size); of a letterboxed input, and from exported backends, at the input size
+        (the postprocess crops the padding and resizes). Outputs of a CUDA graph are valid
+        until the next call.
         """
         if self._session is not None:
             names = [o.name for o in self._session.get_outputs()]
@@ -305,9 +310,7 @@ class Predictor:
             captured.inputs.copy_(batch)
             captured.graph.replay()
             return captured.outputs
-        direct = (original_size is not None and batch.shape[0] == 1 and self.resize == "stretch"
-                  and self._network is self.model)
-        return self._network_outputs(batch, tuple(original_size) if direct else None)
+        return self._network_outputs(batch, self._seg_output_size)
 
     def postprocess(self, outputs: dict[str, torch.Tensor], original_size: tuple[int, int],
                     params: DetectionParams | None = None, color: bool = False) -> Prediction:
@@ -350,7 +353,7 @@ class Predictor:
             batch, geometries = self._preprocess(images)
             self._sync()
             t_pre = time.perf_counter()
-            outputs = self.forward(batch, geometries[0].src_size if len(images) == 1 else None)
+            outputs = self.forward(batch)
             self._sync()
             t_inf = time.perf_counter()
             predictions = self._postprocess(outputs, geometries, params, color)
@@ -437,11 +440,11 @@ class Predictor:
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream), torch.inference_mode():
             for _ in range(3):
-                self._network_outputs(static_input, None)
+                self._network_outputs(static_input, self._seg_output_size)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph, pool=self._graph_pool):
-            static_output = self._network_outputs(static_input, None)
+            static_output = self._network_outputs(static_input, self._seg_output_size)
         self._graphs[batch_size] = _CapturedGraph(graph, static_input, static_output)
         return self._graphs[batch_size]
 

@@ -114,3 +114,14 @@ def test_model_config_records_the_resize_mode_and_defaults_to_stretch():
     assert ModelConfig.from_dict(data).resize == "stretch"
     with pytest.raises(ValueError, match="resize must be one of"):
         ModelConfig(resize="pad")
+
+
+def test_stretched_maps_of_any_resolution_resize_straight_to_the_original():
+    geometry = resize_geometry((4, 6), (32, 32), "stretch")
+    maps = torch.tensor([[[[1.0, 3.0]]]])  # 1x2 scores over the whole input
+    out = resize_to_original(maps, geometry)
+    # Columns sample source x = (i + 0.5) * 2 / 6 - 0.5, clamped at 0: 1, 1, 1 + 2/3 * 2 ... by hand:
+    expected_row = torch.tensor([1.0, 1.0, 5 / 3, 7 / 3, 3.0, 3.0])
+    torch.testing.assert_close(out, expected_row.expand(1, 1, 4, 6))
+    with pytest.raises(ValueError, match="letterboxed input needs them at the input size"):
+        resize_to_original(maps, resize_geometry((4, 6), (32, 32), "letterbox"))

@@ -41,6 +41,9 @@ class ProbeNet(nn.Module):
     def anchors(self, input_size=None, device="cpu"):
         return PROBE_ANCHORS.to(device)
 
+    def score_map_size(self, input_size):
+        return tuple(input_size)  # the probe's scores are at full input resolution
+
     def forward(self, images, seg_output_size=None):
         red = images[:, 0].float()
         batch = images.shape[0]
@@ -145,8 +148,9 @@ def tiny_checkpoints(tmp_path_factory):
     return paths
 
 
-def test_real_network_batch_equals_single_predictions(tiny_checkpoints):
-    predictor = Predictor(tiny_checkpoints["letterbox"], device="cpu", warmup=0,
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_real_network_batch_equals_single_predictions(tiny_checkpoints, resize):
+    predictor = Predictor(tiny_checkpoints[resize], device="cpu", warmup=0,
                           detection=DetectionParams(score_threshold=0.2, max_detections=20))
     rng = np.random.default_rng(4)
     frames = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((72, 128, 3), (120, 90, 3))]

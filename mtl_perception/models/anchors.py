@@ -27,7 +27,8 @@ def box_coder() -> BoxCoder:
     return BoxCoder(weights=BOX_CODER_WEIGHTS)
 
 
-def _halve(size: int, times: int) -> int:
+def halve(size: int, times: int) -> int:
+    """A side after ``times`` stride-2 layers."""
     # Every stride-2 layer in the trunks and extras is a 3x3 (or 7x7) conv / pool with
     # padding k // 2, which maps n to ceil(n / 2).
     for _ in range(times):
@@ -41,10 +42,10 @@ def feature_sizes(config: ModelConfig, input_size: tuple[int, int] | None = None
     sizes = []
     for stage in config.det_stages:
         halvings = int(math.log2(_STAGE_STRIDES[stage]))
-        sizes.append((_halve(height, halvings), _halve(width, halvings)))
-    c5 = (_halve(height, 5), _halve(width, 5))
+        sizes.append((halve(height, halvings), halve(width, halvings)))
+    c5 = (halve(height, 5), halve(width, 5))
     for i in range(len(config.det_extra_channels)):
-        sizes.append((_halve(c5[0], i + 1), _halve(c5[1], i + 1)))
+        sizes.append((halve(c5[0], i + 1), halve(c5[1], i + 1)))
     return sizes
 
 

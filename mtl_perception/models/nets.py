@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .anchors import AnchorGenerator, box_coder
+from .anchors import AnchorGenerator, box_coder, halve
 from .config import ModelConfig
 from .heads import FCNSkipHead, SSDBranch
 from .trunks import Trunk
@@ -83,6 +83,13 @@ class PerceptionNet(nn.Module):
         if self.det_head is not None:
             outputs.update(self.det_head(features))
         return outputs
+
+    def score_map_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """(H, W) of the FCN branch's class scores before its final upsampling (the stride-16
+        skip map, or stride 32 without the skip). ``forward(images, score_map_size(...))``
+        returns the scores unresampled, for the caller to resize once to any size."""
+        halvings = 4 if self.config.seg_skip else 5
+        return halve(int(input_size[0]), halvings), halve(int(input_size[1]), halvings)
 
     def anchors(self, input_size: tuple[int, int] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """Default boxes [A, 4] (XYXY input pixels) matching the detection outputs."""
