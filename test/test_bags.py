@@ -467,7 +467,7 @@ def test_bag_with_zero_messages(tmp_path, capsys):
     assert (bag / "metadata.yaml").is_file()
     with pytest.raises(BagError, match=r"silent: contains no messages"):
         BagReader(bag)
-    assert bag_info_main([str(bag)]) == 1
+    assert bag_info_main([str(bag)]) == 2
     assert "silent: contains no messages" in capsys.readouterr().err
 
 
@@ -484,7 +484,7 @@ def test_make_bag_refuses_to_overwrite_unless_forced(tmp_path, image_folder, cap
     folder, _ = image_folder
     out = _good_bag(tmp_path)
     before = sorted((p.name, p.stat().st_size) for p in out.iterdir())
-    assert make_bag_main([str(out), "--images", str(folder), "--quiet"]) == 1
+    assert make_bag_main([str(out), "--images", str(folder), "--quiet"]) == 2
     assert "already exists; refusing to overwrite" in capsys.readouterr().err
     assert sorted((p.name, p.stat().st_size) for p in out.iterdir()) == before
     assert make_bag_main([str(out), "--images", str(folder), "--force", "--quiet"]) == 0
@@ -497,7 +497,7 @@ def test_force_never_replaces_something_that_is_not_a_bag(tmp_path, image_folder
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
-    assert make_bag_main([str(precious), "--images", str(folder), "--force", "--quiet"]) == 1
+    assert make_bag_main([str(precious), "--images", str(folder), "--force", "--quiet"]) == 2
     assert (precious / "thesis.tex").read_text() == "years of work"
 
 
@@ -505,7 +505,7 @@ def test_failure_midway_leaves_no_output(tmp_path, image_folder, capsys):
     folder, _ = image_folder
     (folder / "frame_001.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     out = tmp_path / "out" / "bag"
-    assert make_bag_main([str(out), "--images", str(folder), "--quiet"]) == 1
+    assert make_bag_main([str(out), "--images", str(folder), "--quiet"]) == 2
     assert "frame_001.png" in capsys.readouterr().err
     assert not out.exists() and list((tmp_path / "out").iterdir()) == []
 
@@ -547,9 +547,33 @@ def test_bad_write_options_are_refused_before_writing(tmp_path, options, message
 
 
 def test_cli_reports_a_missing_input(tmp_path, capsys):
-    assert make_bag_main([str(tmp_path / "bag"), "--video", str(tmp_path / "none.mp4"), "--quiet"]) == 1
+    assert make_bag_main([str(tmp_path / "bag"), "--video", str(tmp_path / "none.mp4"), "--quiet"]) == 2
     assert "none.mp4: file not found" in capsys.readouterr().err
     assert make_bag_main([str(tmp_path / "bag"), "--dataset", "seg_folder", "--dataset-option", "image_dir=/no",
-                          "--quiet"]) == 1
+                          "--quiet"]) == 2
     assert "cannot build it" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exit_codes_follow_the_project_scheme(tmp_path, image_folder, monkeypatch, capsys):
+    """0 written; 2 bad arguments or input (argparse's usage errors too); 1 a write that fails while running."""
+    import errno
+
+    from mtl_perception.bags import writer
+
+    folder, _ = image_folder
+    with pytest.raises(SystemExit) as usage:
+        make_bag_main([str(tmp_path / "bag"), "--images", str(folder), "--rate", "fast"])
+    assert usage.value.code == 2
+    assert bag_info_main([str(tmp_path / "no_such_bag")]) == 2
+    assert "no_such_bag" in capsys.readouterr().err
+
+    def disk_full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer.BagWriter, "write", disk_full)
+    assert make_bag_main([str(tmp_path / "bag"), "--images", str(folder), "--quiet"]) == 1
+    assert "writing" in capsys.readouterr().err and not (tmp_path / "bag").exists()
+    monkeypatch.undo()
+    assert make_bag_main([str(tmp_path / "bag"), "--images", str(folder), "--quiet"]) == 0
+    assert bag_info_main([str(tmp_path / "bag")]) == 0

@@ -2,6 +2,7 @@
 without ROS, and the colcon build installs what it should."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,14 +131,39 @@ def test_colcon_install_layout():
             assert (share / directory).is_dir(), f"{directory}/ was not installed"
 
 
+NODE_EXECUTABLES = {"multitask_node", "segmentation_node", "detection_node", "overlay_node"}
+
+
+def console_scripts():
+    """{tool: 'module:function'} of setup.py's console_scripts (the pip install's tools)."""
+    text = (REPO_ROOT / "setup.py").read_text()
+    return dict(re.findall(r'"([a-z-]+)=([a-z_.]+:[a-z_]+)"', text))
+
+
 def test_every_bin_file_is_an_installed_executable():
-    bin_dir = REPO_ROOT / "bin"
-    sources = sorted(path.name for path in bin_dir.iterdir() if path.is_file()) \
-        if bin_dir.is_dir() else []
-    if not sources:
-        pytest.skip("bin/ has no node executables yet")
-    for name in sources:
+    sources = {path.name for path in (REPO_ROOT / "bin").iterdir() if path.is_file()}
+    assert NODE_EXECUTABLES | set(console_scripts()) <= sources
+    for name in sorted(sources):
         assert os.access(ros_harness.installed_executable(name), os.X_OK), name
+
+
+def test_tools_run_the_console_scripts_functions():
+    tools = console_scripts()
+    assert {"make-bag", "bag-info", "mtl-eval", "mtl-train"} <= set(tools)
+    for tool, target in tools.items():
+        module, function = target.split(":")
+        assert f"from {module} import {function}\n" in (REPO_ROOT / "bin" / tool).read_text(), tool
+
+
+def test_tools_are_on_path_after_sourcing_ros_env_even_under_set_u(tmp_path):
+    tools = sorted(console_scripts())
+    script = (f"set -euo pipefail; . {REPO_ROOT}/scripts/ros_env.sh; "
+              + "; ".join(f"command -v {tool}" for tool in tools) + "; make-bag --help >/dev/null; bag-info --help >/dev/null")
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = result.stdout.split()
+    assert found == [str(ros_harness.install_prefix("mtl_perception") / "bin" / tool) for tool in tools]
 
 
 def test_generated_messages_import_from_the_install():

@@ -3,7 +3,8 @@
 * :mod:`.typestore`: typestore with vision_msgs + InferenceStats, message builders/decoders;
 * :mod:`.writer`: :class:`BagWriter`, atomic bag writing (temporary folder, then rename);
 * :mod:`.reader`: :class:`BagReader` / :func:`open_bag` for replay evaluation, :class:`BagError`;
-* :mod:`.make_bag` (``make-bag``), :mod:`.bag_info` (``bag-info``), :mod:`.demo` (demo bag);
+* :mod:`.frames_to_bag` (:func:`write_bag`), :mod:`.make_bag` (``make-bag``), :mod:`.bag_info` (``bag-info``),
+  :mod:`.demo` (demo bag);
 * :mod:`.topics`: topic names and metadata keys of the ground truth.
 """
 

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 from PIL import Image as PILImage
 
+from mtl_perception.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+
 from .errors import BagError
 from .reader import open_rosbag, pick_camera_topic, read_custom_data, storage_of, topic_infos, unreadable_bag
 from .topics import (
@@ -190,7 +192,7 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``bag-info``; returns the exit status."""
+    """Entry point of ``bag-info``; returns the exit status (0, or 2 for a missing/unreadable/corrupt bag)."""
     parser = argparse.ArgumentParser(prog="bag-info", description="Summarise a rosbag2 bag (mcap or sqlite3).")
     parser.add_argument("bag", type=Path, help="bag folder or .mcap/.db3 file")
     parser.add_argument("--camera-topic", help="camera topic (default: found automatically)")
@@ -198,11 +200,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = summarize_bag(args.bag, args.camera_topic)
-    except BagError as error:
+    except BagError as error:  # missing, unreadable or corrupt bag
         print(f"bag-info: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

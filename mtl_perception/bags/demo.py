@@ -24,7 +24,7 @@ from mtl_perception.data.errors import CorruptImageError
 from mtl_perception.data.image_files import read_rgb_image
 
 from .errors import BagError
-from .make_bag import BagSummary, write_bag
+from .frames_to_bag import BagSummary, write_bag
 from .sources import DatasetSource, FrameSource, SourceFrame, resize_frame
 
 DEMO_PHOTO = "AWPE Pigeon Lake 2020 DJI_0005.JPG"
@@ -82,7 +82,7 @@ def make_demo_bag(
         det_tile_size: tile size of the deepforest images.
         seg_tile_size: tile size of the solaris tile.
         photo_width: width the drone photo is resized to (aspect ratio kept).
-        **write_options: more :func:`~mtl_perception.bags.make_bag.write_bag` arguments
+        **write_options: more :func:`~mtl_perception.bags.frames_to_bag.write_bag` arguments
             (``storage``, ``compressed``, ``start_ns``, ``force``, ...).
     """
     source = _DemoSource(det_tile_size, seg_tile_size, photo_width)
