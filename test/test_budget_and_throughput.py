@@ -115,6 +115,7 @@ def _report(latency, peak, rss, size, answered):
     run = {"rate_hz": 10.0, "published": 60, "answered": answered, "per_output": {}, "nodes": {}, "output_fps": 9.0,
            "latency_ms": {"p50": latency, "p99": 2 * latency}}
     return {"latency_ms": {"p50": latency}, "inference_ms_per_frame": latency / 2, "memory": {"inference_rss_mb": rss},
+            "overhead": {"predictor_p50_ms": latency * 0.75},
             "size_mb": size, "peak_throughput": {"peak_fps": peak}, "fixed_rate": [run], "complete": True, "budget": {"line": "x"},
             "device": "cpu", "bag": "b", "mode": "lockstep", "inference_nodes": ["multitask_node"]}
 
@@ -128,6 +129,7 @@ def test_comparison_gains_point_the_same_way_for_costs_and_rates():
     table = compare_reports(_report(60.0, 20.0, 900.0, 12.5, 58), naive)
     ratios = table["ratios"]
     assert (ratios["speed"], ratios["throughput"], ratios["memory"], ratios["size"]) == (2.0, 2.5, 2.0, 1.6)
+    assert ratios["predictor"] == 90.0 / 45.0
     assert ratios["fixed_rate"]["10"] == {"answered": 58 / 30, "latency_p50": 2.0, "latency_p99": 2.0}
     assert "segmentation_node answered 40, detection_node answered 38" in table["consumer"][0]
     text = compare_markdown(table)
@@ -174,3 +176,36 @@ def test_the_graph_cli_exit_codes_for_bad_input(tmp_path):
     assert bad_budget.returncode == 2
 
 
+
+
+class _Outputs:
+    """What run_outcome reads of a ReplayNode: first arrival per topic and stamp, under a lock."""
+
+    def __init__(self, first_arrival):
+        import threading
+
+        self.condition = threading.Condition()
+        self.first_arrival = first_arrival
+
+
+def test_run_outcome_separates_drops_queue_overwrites_and_losses():
+    from mtl_perception.ros.replay_runs import run_outcome
+
+    published = {1: 0.0, 2: 0.1, 3: 0.2}
+    outputs = _Outputs({"segmentation": {1: 0.05, 2: 0.2}, "detections": {1: 0.06, 3: 0.3}})
+    before = {"segmentation_node": (5, 5, 0), "detection_node": (4, 4, 0)}
+    # segmentation_node got all 3, answered 2, dropped 1; detection_node got 2 and dropped nothing: 1 lost
+    after = {"segmentation_node": (8, 7, 1), "detection_node": (6, 6, 0)}
+    outcome = run_outcome(outputs, published, ["segmentation", "detections"], ["segmentation_node", "detection_node"],
+                          before, after)
+    assert outcome["per_output"] == {"segmentation": 2, "detections": 2} and outcome["answered"] == 1
+    assert outcome["latencies_ms"] == {1: pytest.approx(60.0)}
+    assert outcome["nodes"]["segmentation_node"] == {"received": 3, "processed": 2, "dropped": 1, "not_received": 0, "lost": 0}
+    assert outcome["nodes"]["detection_node"] == {"received": 2, "processed": 2, "dropped": 0, "not_received": 1, "lost": 1}
+    assert (outcome["dropped"], outcome["not_received"], outcome["lost"]) == (1, 1, 1)
+    assert outcome["input_fps"] == pytest.approx(10.0) and math.isnan(outcome["output_fps"])
+    # the same miss at a node that was dropping frames is its queue, not a loss
+    after["detection_node"] = (6, 5, 1)
+    saturated = run_outcome(outputs, published, ["segmentation", "detections"], ["segmentation_node", "detection_node"],
+                            before, after)
+    assert saturated["nodes"]["detection_node"]["not_received"] == 1 and saturated["lost"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -30,15 +31,10 @@ class ProcessSampler:
         return [process, *process.children(recursive=True)]
 
     def _run(self) -> None:
-        import psutil
-
         while not self._stop.is_set():
-            for name, process in self._processes.items():
-                try:
-                    rss = sum(p.memory_info().rss for p in self._tree(process))
-                except psutil.Error:
-                    continue
-                self.peak_mb[name] = max(self.peak_mb[name], rss / 2**20)
+            for name, rss in self.rss_mb().items():
+                if math.isfinite(rss):
+                    self.peak_mb[name] = max(self.peak_mb[name], rss)
             self._stop.wait(self._period)
 
     def cpu_seconds(self) -> tuple[float, dict[str, float]]:

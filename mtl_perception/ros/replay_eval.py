@@ -19,12 +19,13 @@ there is a core to spare). Runs, in order:
 3. the peak-throughput search (``--peak``, :mod:`mtl_perception.ros.throughput`);
 4. a few overlays saved as PNG (fresh stamps, after everything is measured).
 
-Frames a node drops because a newer one arrived (newest frame wins) are a result; frames
-a node never received are lost and make the report incomplete.
+Frames a node drops because a newer one arrived (newest frame wins) are a result, and so
+are frames a saturated node never received (its keep-last-1 camera queue let DDS replace
+them); frames a node that dropped nothing never received were lost on the way.
 
 Exit codes: 0 complete; 1 the graph failed; 2 bad bag, checkpoint or arguments; 3
-incomplete (frames were lost where they should not be: unanswered in lockstep, never
-received at rate; the report says so).
+incomplete (frames were lost where they should not be: unanswered in lockstep, lost on
+the way at rate; the report says so).
 """
 
 from __future__ import annotations
@@ -212,10 +213,12 @@ def _build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nod
     lost_where = {"lockstep": main_run["published"] - main_run["answered"], "rate": main_run["lost"]}[mode]
     if lost_where:
         warnings.append(f"{lost_where} of {main_run['published']} frames were "
-                        + ("never answered" if mode == "lockstep" else "never received by a node") + ": the report is incomplete")
+                        + ("never answered" if mode == "lockstep" else "never received by a node that dropped nothing")
+                        + ": the report is incomplete")
     fixed_lost = sum(run["lost"] for run in results["fixed_rate"])
     if fixed_lost:
-        warnings.append(f"{fixed_lost} frames of the fixed-rate runs never reached a node: the report is incomplete")
+        warnings.append(f"{fixed_lost} frames of the fixed-rate runs never reached a node that dropped nothing: "
+                        "the report is incomplete")
     return {
         "graph": graph,
         "bag": str(bag_path),
@@ -228,7 +231,8 @@ def _build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nod
         "warnings": warnings,
         "frames": {"published": main_run["published"], "answered": main_run["answered"],
                    "per_output": main_run["per_output"], "missing": main_run["published"] - main_run["answered"],
-                   "dropped": main_run["dropped"], "lost": main_run["lost"], "resent": main_run["resent"],
+                   "dropped": main_run["dropped"], "not_received": main_run["not_received"], "lost": main_run["lost"],
+                   "resent": main_run["resent"],
                    "by_node": main_run["nodes"]},
         "latency_ms": summary,
         "latencies_ms": [main_run["latencies_ms"].get(s, float("nan")) for s in published],

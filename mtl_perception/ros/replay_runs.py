@@ -129,8 +129,9 @@ def run_outcome(replay: ReplayNode, published: dict[int, float], topics, nodes: 
         every output); ``latencies_ms`` (stamp → send to last output); ``latency_ms`` summary;
         ``input_fps``/``output_fps``; ``jitter_ms`` (std of the intervals between answered
         frames); ``nodes`` (node → received/processed/dropped/lost in this run, from its
-        counters); ``dropped`` (sum of the nodes' drops); ``lost`` (frames some node never
-        received: lost where they should not be).
+        counters); ``dropped`` (sum of the nodes' drops); ``not_received`` (most frames a node
+        never received); ``lost`` (of those, the ones a node that dropped nothing never received:
+        lost where they should not be).
     """
     with replay.condition:
         first = {t: dict(replay.first_arrival[t]) for t in topics}
@@ -142,8 +143,11 @@ def run_outcome(replay: ReplayNode, published: dict[int, float], topics, nodes: 
     node_counts = {}
     for node in nodes:
         received, processed, dropped = (a - b for a, b in zip(after.get(node, (0, 0, 0)), before.get(node, (0, 0, 0))))
+        missing = max(0, len(published) - received)
+        # A saturated node's camera queue (keep last 1) lets DDS replace unread frames: part of
+        # newest-frame-wins. Frames a node that dropped nothing never received were lost.
         node_counts[node] = {"received": received, "processed": processed, "dropped": dropped,
-                             "lost": max(0, len(published) - received)}
+                             "not_received": missing, "lost": missing if dropped == 0 else 0}
     return {
         "published": len(published),
         "per_output": per_output,
@@ -155,6 +159,7 @@ def run_outcome(replay: ReplayNode, published: dict[int, float], topics, nodes: 
         "jitter_ms": float(np.std(intervals)) if intervals.size >= 2 else math.nan,
         "nodes": node_counts,
         "dropped": sum(c["dropped"] for c in node_counts.values()),
+        "not_received": max((c["not_received"] for c in node_counts.values()), default=0),
         "lost": max((c["lost"] for c in node_counts.values()), default=0),
     }
 
