@@ -583,6 +583,42 @@ def test_burst_newest_frame_wins_drop_count_is_exact_and_waiting_is_not_queued(c
         rclpy.shutdown(context=context)
 
 
+class _OrderRecorder:
+    """Stands in for one output publisher of an in-process node; notes the topic in a shared list."""
+
+    def __init__(self, topic, order):
+        self.topic, self.order = topic, order
+
+    def publish(self, msg):
+        self.order.append(self.topic)
+
+    def get_subscription_count(self):
+        return 1
+
+
+def test_detections_are_published_before_the_full_resolution_images(checkpoints):
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from mtl_perception.ros.multitask_node import MultitaskNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = MultitaskNode(context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoints["multitask"])),
+                                                               Parameter("device", value="cpu")])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        order = []
+        for topic in ("detections", "segmentation", "segmentation/color", "overlay", "stats"):
+            node._outputs[topic] = _OrderRecorder(topic, order)
+        node.process_frame(image_msg(sample_image(720 // 4, 1280 // 4), 1))
+        assert order == ["detections", "segmentation", "segmentation/color", "overlay", "stats"]
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def test_a_burst_over_dds_serves_the_last_frame_and_accounts_for_every_frame(ros_node, multitask):
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
