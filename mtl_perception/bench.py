@@ -260,11 +260,11 @@ def _variant_status(results: dict[str, dict]) -> tuple[str, str | None]:
     statuses = {side: r["status"] for side, r in results.items()}
     if all(s == "ok" for s in statuses.values()):
         return "ok", None
-    for wanted in ("failed", "skipped"):
-        for side, result in results.items():
-            if result["status"] == wanted:
-                return wanted, f"{side}: {result.get('error') or result.get('reason')}"
-    return "failed", "unknown worker status"
+    notes = {side: r.get("error") or r.get("reason") for side, r in results.items() if r["status"] != "ok"}
+    status = "failed" if "failed" in statuses.values() else "skipped"
+    if len(set(notes.values())) == 1 and len(notes) == len(results):
+        return status, next(iter(notes.values()))
+    return status, "; ".join(f"{side}: {note}" for side, note in notes.items())
 
 
 def budget_line(budget: dict) -> str:
@@ -282,7 +282,7 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def markdown_table(report: dict) -> str:
-    lines = [budget_line(report["budget"]), "",
+    lines = [report["budget"]["line"], "",
              f"Trunk {report['trunk']}; input {report['input_size'][0]}x{report['input_size'][1]}.", "",
              "| precision | mode | multitask p50 (ms) | naive p50 (ms) | speed | multitask memory (MB) | "
              "naive memory (MB) | memory | setup s (multitask / naive) | status |",
@@ -328,10 +328,12 @@ def _budget(device: str, frame_size, frames: int, iters: int, warmup: int, threa
 
     resolved = resolve_device(device)
     name = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else _cpu_name()
-    return {"device": str(resolved), "device_name": name, "frames": frames, "frame_size": list(frame_size),
-            "iters": iters, "warmup": warmup, "torch_threads": threads,
-            "postprocess": dataclasses.asdict(DetectionParams()),
-            "isolation": "one worker process per side; variants in turn; everything released between variants"}
+    budget = {"device": str(resolved), "device_name": name, "frames": frames, "frame_size": list(frame_size),
+              "iters": iters, "warmup": warmup, "torch_threads": threads,
+              "postprocess": dataclasses.asdict(DetectionParams()),
+              "isolation": "one worker process per side; variants in turn; everything released between variants"}
+    budget["line"] = budget_line(budget)
+    return budget
 
 
 def build_parser() -> argparse.ArgumentParser:

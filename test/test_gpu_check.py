@@ -1,0 +1,191 @@
+"""scripts/gpu_check.sh dry run (GPU_CHECK_DRY=1) on this CPU, so the GPU check cannot rot
+between the sessions that get a GPU; and the wheel slimming of scripts/gpu_wheels.py.
+
+The dry run is the same script with tiny counts: its files must hold real content (every
+requested bench variant with its figures, skipped CUDA-only pieces saying why, the wheel
+install having installed the test's own wheel), not just exit 0.
+"""
+
+import base64
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "gpu_check.sh"
+OUT_FILES = {"summary.md", "results.json", "bench.md", "replay.md", "logs.txt"}
+PROBE = ("gpu_check_probe", "1.2.3")  # a wheel made here, so its name and version are ours
+PROBE_LIB = "libgpucheckprobe.so.1.0"
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def make_probe_wheels(folder: Path) -> Path:
+    """One pure-Python wheel with a module and a shared-library file, and its links.txt line."""
+    name, version = PROBE
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": b"VALUE = 7\n",
+        f"{name}-{version}.data/data/lib/{PROBE_LIB}": b"not really ELF\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "\n".join([_record_line(k, v) for k, v in files.items()] + [f"{info}/RECORD,,"]) + "\n"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for entry, data in files.items():
+            archive.writestr(entry, data)
+        archive.writestr(f"{info}/RECORD", record)
+    (folder / "links.txt").write_text(f"{wheel.name} lib/libgpucheckprobe.so.1 {PROBE_LIB}\n")
+    (folder / "roots.txt").write_text(f"{name}\n")
+    return folder
+
+
+def run_dry(tmp_path: Path, steps: str, timeout: int) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "out"
+    env = dict(os.environ, GPU_CHECK_DRY="1", OUT=str(out), GPU_CHECK_STEPS=steps,
+               GPU_CHECK_WHEELS=str(make_probe_wheels(tmp_path / "wheels")), TMPDIR=str(tmp_path))
+    proc = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc, out
+
+
+def _steps(results: dict) -> dict:
+    return {s["step"]: s for s in results["steps"]}
+
+
+def _targets(results: dict) -> dict:
+    return {t["key"]: t for t in results["targets"]}
+
+
+def test_dry_run_installs_tests_benches_and_reports(tmp_path):
+    steps = "install build cuda_tests bench_mobilenet_v2 bench_compiled"
+    proc, out = run_dry(tmp_path, steps, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {p.name for p in out.iterdir()} == OUT_FILES
+    results = json.loads((out / "results.json").read_text())
+    assert results["dry"] is True
+    by_step = _steps(results)
+    assert list(by_step) == steps.split(), "only the requested steps, in the script's order"
+
+    # install: the probe wheel went into a fresh venv over the dev venv, its library link resolves.
+    assert by_step["install"]["status"] == "ok"
+    assert f"gpu-check-probe=={PROBE[1]}" in results["installed"]["installed"]
+    assert [(Path(link["path"]).name, link["resolves"]) for link in results["links"]] == [("libgpucheckprobe.so.1", True)]
+    assert by_step["build"]["status"] == "skipped" and "dry run" in by_step["build"]["reason"]
+    assert by_step["bench_compiled"]["status"] == "skipped" and "torch.compile" in by_step["bench_compiled"]["reason"]
+
+    # cuda_tests: chosen by their CUDA skipif marker (a CPU test named after CUDA is not one).
+    tests = {t["test"]: t for t in results["cuda_tests"]}
+    assert "test.test_models::test_cuda_predictor_matches_cpu[fp16-True]" in tests
+    assert not [name for name in tests if "cuda_absent" in name]
+    assert all(t["outcome"] == "skipped" and "CUDA" in t["message"] for t in tests.values()), tests
+
+    # bench: every requested variant, in order; what can't run on a CPU says why.
+    bench = results["bench"]["bench_mobilenet_v2"]
+    assert bench["complete"] is True
+    expected = [(p, m) for p in ("fp32", "fp16", "bf16") for m in ("eager", "cuda_graph")]
+    assert [(v["precision"], v["mode"]) for v in bench["variants"]] == expected
+    variants = {(v["precision"], v["mode"]): v for v in bench["variants"]}
+    for precision in ("fp32", "bf16"):
+        variant = variants[(precision, "eager")]
+        assert variant["status"] == "ok", variant
+        for side in ("multitask", "naive"):
+            figures = variant["results"][side]
+            assert figures["precision"] == precision and figures["device"] == "cpu"
+            assert figures["iters"] == 2 and figures["frame_size"] == [720, 1280] and figures["input_size"] == [64, 64]
+            assert figures["latency_ms"]["count"] == 2 and figures["latency_ms"]["p50"] > 0
+            assert figures["setup_s"] > 0 and figures["memory_kind"] == "rss_growth"
+            assert set(figures["stage_ms_p50"]) == {"preprocess_ms", "inference_ms", "postprocess_ms"}
+        multitask, naive = variant["results"]["multitask"], variant["results"]["naive"]
+        # The naive pair holds the trunk twice: the difference is exactly one MobileNetV2 trunk.
+        assert naive["parameters"] - multitask["parameters"] == _trunk_parameters("mobilenet_v2")
+        assert math.isclose(variant["ratios"]["speed"], naive["latency_ms"]["p50"] / multitask["latency_ms"]["p50"])
+    for precision in ("fp32", "fp16", "bf16"):
+        assert variants[(precision, "cuda_graph")]["status"] == "skipped"
+        assert variants[(precision, "cuda_graph")]["reason"] == "cuda_graph needs a CUDA device"
+    assert variants[("fp16", "eager")]["status"] == "skipped" and "fp16" in variants[("fp16", "eager")]["reason"]
+    assert "the same 2 frames of 720x1280" in bench["budget"]["line"]
+
+    # summary: every target has a row; without a ResNet-50 fp16 or replay figure they are MISSING, saying why.
+    targets = _targets(results)
+    assert len(targets) == 7
+    assert targets["predictor_fp16_p50_ms"]["verdict"] == "MISSING"
+    assert targets["node_non_network_ms"]["verdict"] == "MISSING"
+    assert "replay step did not run" in targets["node_non_network_ms"]["source"]
+    summary = (out / "summary.md").read_text()
+    assert "Dry run on the CPU" in summary
+    assert summary.count("| MISSING |") == 7
+    assert "| bench_compiled | skipped |" in summary
+    assert "bench_mobilenet_v2" in (out / "bench.md").read_text()
+    assert "===== bench_mobilenet_v2 =====" in (out / "logs.txt").read_text()
+
+
+def _trunk_parameters(trunk: str) -> int:
+    from mtl_perception.models.trunks import Trunk
+
+    return sum(p.numel() for p in Trunk(trunk).parameters())
+
+
+@pytest.mark.slow
+def test_dry_run_replays_a_1280x720_bag_through_both_graphs(tmp_path):
+    """ResNet-50 bench and the ROS replay (lockstep, 30 Hz): ~3 minutes on 2 cores."""
+    proc, out = run_dry(tmp_path, "bench_resnet50 replay", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    by_step = _steps(results)
+    assert by_step["replay"]["status"] == "ok" and "peak" in by_step["replay"]["reason"]
+    multitask = results["replay"]["multitask"]
+    assert multitask["frames"]["published"] == 3 and multitask["frames"]["answered"] == 3
+    assert multitask["device"] == "cpu" and results["replay"]["compare"]["budget"]["mode"] == "shared"
+    (row,) = multitask["fixed_rate"]
+    assert row["rate_hz"] == 30.0 and 25 <= row["published"] <= 35  # 1 s at 30 Hz
+    targets = _targets(results)
+    assert targets["node_30hz_p50_ms"]["value"] == row["latency_ms"]["p50"]
+    stats = multitask["nodes"]["multitask_node"]
+    assert math.isclose(targets["node_non_network_ms"]["value"], stats["total_ms_p50"] - stats["inference_ms_p50"])
+    assert targets["node_non_network_ms"]["verdict"] == "not judged (CPU dry run)"
+    bench = results["bench"]["bench_resnet50"]["variants"][0]
+    multitask_b, naive_b = bench["results"]["multitask"], bench["results"]["naive"]
+    # fp32 checkpoints: file size follows the parameter count (the paper's 140 vs 235 MB).
+    assert math.isclose(targets["size_ratio"]["value"], naive_b["parameters"] / multitask_b["parameters"], rel_tol=0.01)
+    assert "| replay | ok |" in (out / "summary.md").read_text()
+    assert "Multitask vs naive, replayed through ROS 2" in (out / "replay.md").read_text()
+
+
+def test_slimmed_wheel_keeps_one_copy_of_a_library_and_a_valid_record(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import gpu_wheels
+    finally:
+        sys.path.pop(0)
+    library = b"\x00library bytes\x00" * 1000
+    wheel = tmp_path / "ros_thing-1.0-cp312-cp312-manylinux_2_28_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as archive:
+        for name in ("libthing.so", "libthing.so.1", "libthing.so.1.0.3"):
+            archive.writestr(f"ros_thing-1.0.data/data/lib/{name}", library)
+        archive.writestr("ros_thing-1.0.data/data/lib/libother.so", b"other")
+        archive.writestr("ros_thing/__init__.py", b"")
+        archive.writestr("ros_thing-1.0.dist-info/RECORD", b"stale\n")
+    saved, links = gpu_wheels.slim_wheel(wheel, strip=False)
+    assert links == [("lib/libthing.so", "libthing.so.1.0.3"), ("lib/libthing.so.1", "libthing.so.1.0.3")]
+    assert saved > 0
+    with zipfile.ZipFile(wheel) as archive:
+        names = sorted(archive.namelist())
+        record = archive.read("ros_thing-1.0.dist-info/RECORD").decode().splitlines()
+        assert archive.read("ros_thing-1.0.data/data/lib/libthing.so.1.0.3") == library
+    assert names == ["ros_thing-1.0.data/data/lib/libother.so", "ros_thing-1.0.data/data/lib/libthing.so.1.0.3",
+                     "ros_thing-1.0.dist-info/RECORD", "ros_thing/__init__.py"]
+    assert _record_line("ros_thing-1.0.data/data/lib/libthing.so.1.0.3", library) in record
+    assert _record_line("ros_thing-1.0.data/data/lib/libother.so", b"other") in record
+    assert record[-1] == "ros_thing-1.0.dist-info/RECORD,,"
