@@ -15,9 +15,9 @@ from torch import nn
 from mtl_perception.checkpoint import make_checkpoint, save_checkpoint
 from mtl_perception.models import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS, ModelConfig, build_model
 from mtl_perception.models.anchors import box_coder
-from mtl_perception.postprocess import DetectionParams
+from mtl_perception.postprocess import DetectionParams, colorize_masks
 from mtl_perception.predictor import Predictor, resolve_compile_mode, resolve_device
-from mtl_perception.visualization import colorize_mask
+from mtl_perception.visualization import colorize_mask, segmentation_palette
 
 NAMES = {"segmentation": ["background", "red", "unused"], "detection": ["person", "red_thing"]}
 INPUT = (64, 64)
@@ -169,6 +169,16 @@ def test_colour_image_is_the_palette_colouring_of_the_mask(tiny_checkpoints):
     assert predictor.predict(image).color is None
     assert with_colour.color.shape == (50, 70, 3) and with_colour.color.dtype == np.uint8
     np.testing.assert_array_equal(with_colour.color, colorize_mask(with_colour.mask))
+
+
+def test_palette_colours_are_the_pascal_voc_ones():
+    mask = np.array([[0, 1, 2, 3], [15, 255, 1, 0]], np.uint8)
+    expected = np.array([[(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)],
+                         [(192, 128, 128), (224, 224, 192), (128, 0, 0), (0, 0, 0)]], np.uint8)
+    np.testing.assert_array_equal(colorize_mask(mask), expected)
+    np.testing.assert_array_equal(colorize_mask(mask.astype(np.int64) + 256), expected)  # wraps modulo 256
+    palette = torch.from_numpy(segmentation_palette(256))
+    np.testing.assert_array_equal(colorize_masks(torch.from_numpy(mask), palette).numpy(), expected)
 
 
 def test_compile_option_is_validated():
