@@ -114,6 +114,12 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
+def _fork_data_workers() -> None:
+    """Run in each spawned training process: its DataLoader workers fork from it (with the code it
+    loaded) instead of being spawned anew every epoch from the files on disk."""
+    multiprocessing.set_start_method("fork", force=True)
+
+
 def plot_learning_curves(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     """Held-out tree AP50 and building IoU against the step, one line per run."""
     import matplotlib
@@ -221,7 +227,8 @@ def build_report(config: TrainConfig, out: Path, command: str, checkpoints: Path
                       for name, overrides in variants.items()})
     if jobs > 1:
         # Independent runs (own seeds and RNG state), so the result does not depend on ``jobs``.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_fork_data_workers) as pool:
             futures = {name: pool.submit(train_run, *args) for name, args in jobs_args.items()}
             runs = {name: future.result() for name, future in futures.items()}
     else:
