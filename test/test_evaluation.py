@@ -188,6 +188,29 @@ def test_evaluate_runs_the_real_predictor_with_its_detection_params(data_dir, mu
     assert result["det_num_images"] == 3 and result["det_num_ground_truth"] == 5
 
 
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_training_validation_gives_the_figures_of_mtl_eval(data_dir, checkpoints, resize):
+    """engine.evaluate (batches of 2 through Predictor.predict_batch over the in-memory network)
+    and mtl-eval (one frame at a time through a Predictor built from the checkpoint)."""
+    import dataclasses
+
+    from mtl_perception.checkpoint import load_checkpoint
+    from mtl_perception.training.engine import evaluate as training_evaluate
+
+    datasets = [seg_dataset(data_dir), det_dataset(data_dir)]
+    samples = [dataset[i] for dataset in datasets for i in range(len(dataset))]
+    checkpoint = load_checkpoint(checkpoints["multitask"])
+    checkpoint = dataclasses.replace(checkpoint, config=checkpoint.config.replace(resize=resize))
+    params = DetectionParams(score_threshold=0.01)
+    training = training_evaluate(checkpoint.build_model(), [samples[i: i + 2] for i in range(0, len(samples), 2)],
+                                 checkpoint.class_names, torch.device("cpu"), params)
+    deployed = evaluate(Predictor(checkpoint, device="cpu", detection=params), ConcatDataset(datasets), progress=False)
+    assert training["num_images"] == deployed["num_images"] == 6
+    for key in ("seg_miou", "seg_pixel_accuracy", "det_voc_ap50", "det_coco_map", "score"):
+        assert training[key] == pytest.approx(deployed[key], abs=1e-3), key
+    assert training["det_num_detections"] == deployed["det_num_detections"]
+
+
 def test_only_the_checkpoint_tasks_are_scored(data_dir, checkpoints):
     both = ConcatDataset([seg_dataset(data_dir), det_dataset(data_dir)])
     detector = Predictor(checkpoints["detection"], device="cpu")
