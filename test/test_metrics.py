@@ -92,7 +92,7 @@ def test_confusion_matrix_matches_reference_over_dataset():
     assert result["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"], rel=1e-12)
     assert result["mean_accuracy"] == pytest.approx(expected["mean_accuracy"], rel=1e-12)
     assert result["num_pixels"] == expected["num_pixels"]
-    assert 0.5 < result["miou"] < 0.95
+    assert 0.5 < result["miou"] < 0.95  # the fixture is a non-trivial operating point (the values are checked above)
 
 
 def test_confusion_matrix_is_dataset_level_not_per_image_mean():

@@ -294,3 +294,13 @@ def test_onnx_export_of_a_letterbox_model_keeps_the_geometry(tiny_checkpoints, t
                             backend="onnxruntime", onnx_path=path).predict(image)
     assert onnx_result.mask.shape == (90, 160) and (onnx_result.mask == torch_result.mask).mean() > 0.999
     np.testing.assert_allclose(onnx_result.boxes, torch_result.boxes, atol=1e-2)
+
+
+def test_inference_does_not_import_training_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, mtl_perception.predictor, mtl_perception.export; "
+            "print(sorted(m for m in sys.modules if m in ('mtl_perception.losses', 'mtl_perception.training')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
