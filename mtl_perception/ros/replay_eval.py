@@ -43,7 +43,8 @@ from mtl_perception.bags.reader import BagReader
 from mtl_perception.bags.writer import BagWriter
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.evaluation.report import per_class_from, plot_latency_cdf, plot_per_class, write_json
-from mtl_perception.ros.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned, plan_budget
+from mtl_perception.ros.budget import (ComputeBudget, add_budget_arguments, budget_from_args, check_device, format_cpu_list,
+                                      pinned, plan_budget)
 from mtl_perception.ros.graph import DEFAULT_PARAMS, GRAPHS, check_checkpoints, node_parameters, start_graph, use_localhost_transport
 from mtl_perception.ros.paths import resolve_package_path
 from mtl_perception.ros.predictor_baseline import predictor_baseline
@@ -215,6 +216,7 @@ def _build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nod
         warnings.append(f"{lost_where} of {main_run['published']} frames were "
                         + ("never answered" if mode == "lockstep" else "never received by a node that dropped nothing")
                         + ": the report is incomplete")
+    _warn_contention(results["fixed_rate"], budget, warnings)
     fixed_lost = sum(run["lost"] for run in results["fixed_rate"])
     if fixed_lost:
         warnings.append(f"{fixed_lost} frames of the fixed-rate runs never reached a node that dropped nothing: "
@@ -252,6 +254,18 @@ def _build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nod
         "peak_throughput": results["peak_throughput"],
         "overlays": results.get("overlays", []),
     }
+
+
+def _warn_contention(runs: list[dict], budget: ComputeBudget, warnings: list[str]) -> None:
+    """A graph that falls behind (drops > 5 %) while using under 80 % of its CPUs shared them with other load."""
+    if not budget.graph_cpus:
+        return
+    for run in runs:
+        used = sum(v for v in run["cpu_percent"].values() if np.isfinite(v))
+        if run["dropped"] > 0.05 * run["published"] and used < 80.0 * len(budget.graph_cpus):
+            warnings.append(f"at {run['rate_hz']:g} Hz the graph dropped frames while its processes used {used:.0f}% of "
+                            f"{len(budget.graph_cpus) * 100}% (CPU {format_cpu_list(budget.graph_cpus)}): "
+                            "other processes were running on the graph's CPUs, so its figures are contended")
 
 
 def _write_report(report: dict, out_dir: Path) -> None:

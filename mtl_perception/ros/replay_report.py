@@ -247,6 +247,8 @@ def compare_reports(multitask: dict, naive: dict) -> dict:
         "mode": multitask["mode"],
         "complete": m["complete"] and n["complete"],
         "consumer": [consumer_sentence("naive", run, naive["inference_nodes"]) for run in naive.get("fixed_rate", [])],
+        "warnings": [f"{graph}: {w}" for graph, report in (("multitask", multitask), ("naive", naive))
+                     for w in report.get("warnings", [])],
     }
 
 
@@ -274,6 +276,8 @@ def compare_markdown(table: dict, reports: dict[str, dict] | None = None) -> str
         "",
         f"Budget: {table['budget']['line']}.",
         "",
+        *[f"- warning: {w}" for w in table.get("warnings", [])],
+        *([""] if table.get("warnings") else []),
         "| | multitask | naive (seg + det nodes) | multitask gain |",
         "|---|---:|---:|---:|",
     ]
