@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -235,22 +236,33 @@ def torch_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def test_a_cuda_out_of_memory_frame_is_dropped_and_the_next_one_served(checkpoints):
-    """In-process node on real rclpy; the predictor raises CUDA OOM once, as a full GPU would."""
+@contextlib.contextmanager
+def in_process_multitask_node(checkpoint):
+    """A MultitaskNode on real rclpy in this process (own context), configured; no executor spins it."""
     import rclpy
-    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
     from mtl_perception.ros.multitask_node import MultitaskNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = MultitaskNode(context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoints["multitask"])),
+    node = MultitaskNode(context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoint)),
                                                                Parameter("device", value="cpu")])
     try:
-        from rclpy.lifecycle import TransitionCallbackReturn
-
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        yield node
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_a_cuda_out_of_memory_frame_is_dropped_and_the_next_one_served(checkpoints):
+    """In-process node on real rclpy; the predictor raises CUDA OOM once, as a full GPU would."""
+    import torch
+
+    with in_process_multitask_node(checkpoints["multitask"]) as node:
         predictor = node.predictor
         real_predict = predictor.predict
         calls = []
@@ -266,9 +278,6 @@ def test_a_cuda_out_of_memory_frame_is_dropped_and_the_next_one_served(checkpoin
         assert (node.frames_processed, node.frames_dropped) == (0, 1)
         node.process_frame(image_msg(sample_image(40, 60), 2))
         assert (node.frames_processed, node.frames_dropped) == (1, 1)
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
 
 
 def test_naive_graph_from_the_project_cli_honours_the_same_contract(ros_node, checkpoints, launch_process, tmp_path):
@@ -533,18 +542,9 @@ def test_burst_newest_frame_wins_drop_count_is_exact_and_waiting_is_not_queued(c
     """In-process node on real rclpy; the network is held busy while a burst arrives."""
     import threading
 
-    import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
 
-    from mtl_perception.ros.multitask_node import MultitaskNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = MultitaskNode(context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoints["multitask"])),
-                                                               Parameter("device", value="cpu")])
-    try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    with in_process_multitask_node(checkpoints["multitask"]) as node:
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         stats = node._outputs["stats"] = _Recorder()
         real_predict, busy, release, seen = node.predictor.predict, threading.Event(), threading.Event(), []
@@ -577,10 +577,6 @@ def test_burst_newest_frame_wins_drop_count_is_exact_and_waiting_is_not_queued(c
         assert 0.25e3 < newest.queue_ms < first.total_ms, (newest.queue_ms, first.total_ms)
         assert newest.total_ms == pytest.approx(newest.queue_ms + newest.preprocess_ms + newest.inference_ms
                                                 + newest.postprocess_ms, abs=3.0)
-    finally:
-        node.stop()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
 
 
 class _OrderRecorder:
@@ -597,26 +593,12 @@ class _OrderRecorder:
 
 
 def test_detections_are_published_before_the_full_resolution_images(checkpoints):
-    import rclpy
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
-
-    from mtl_perception.ros.multitask_node import MultitaskNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = MultitaskNode(context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoints["multitask"])),
-                                                               Parameter("device", value="cpu")])
-    try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    with in_process_multitask_node(checkpoints["multitask"]) as node:
         order = []
         for topic in ("detections", "segmentation", "segmentation/color", "overlay", "stats"):
             node._outputs[topic] = _OrderRecorder(topic, order)
         node.process_frame(image_msg(sample_image(720 // 4, 1280 // 4), 1))
         assert order == ["detections", "segmentation", "segmentation/color", "overlay", "stats"]
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=context)
 
 
 def test_a_burst_over_dds_serves_the_last_frame_and_accounts_for_every_frame(ros_node, multitask):

@@ -32,7 +32,7 @@ import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
@@ -44,7 +44,7 @@ from mtl_perception.predictor import Predictor
 from mtl_perception.ros.diagnostics import (DIAGNOSTICS_PERIOD_S, DIAGNOSTICS_TOPIC, FrameHealth, diagnostic_array,
                                             health_status)
 from mtl_perception.ros.error_log import ThrottledErrorLog
-from mtl_perception.ros.lifecycle_main import run_node  # noqa: F401 (the node files' main)
+from mtl_perception.ros.managed_node import ManagedNode, run_node  # noqa: F401 (run_node: the node files' main)
 from mtl_perception.ros.messages import detections_msg, label_info_msg, mask_msg, rgb_msg
 from mtl_perception.ros.paths import resolve_package_path
 from mtl_perception.ros.qos import LATCHED_QOS, RELIABLE_QOS, qos_from_name
@@ -63,7 +63,7 @@ def _choice(description: str, choices: tuple[str, ...], read_only: bool = True) 
                                additional_constraints=f"one of {list(choices)}")
 
 
-class InferenceNode(LifecycleNode):
+class InferenceNode(ManagedNode):
     """Base of the inference nodes; ``TASKS`` names the outputs a subclass publishes."""
 
     TASKS: tuple[str, ...] = ()
@@ -106,8 +106,6 @@ class InferenceNode(LifecycleNode):
         self.declare_parameter("cuda_graph", False, ParameterDescriptor(description="Capture the network in a CUDA graph (CUDA only).", read_only=True))
         self.declare_parameter("diagnostics_slow_ms", 200.0, ParameterDescriptor(
             description="/diagnostics turns WARN when the median latency exceeds this (ms); 0 = never."))
-        self.declare_parameter("managed", False, ParameterDescriptor(
-            description="Run as a managed lifecycle node (wait for configure/activate); false = configure and activate at start.", read_only=True))
         self.add_on_set_parameters_callback(self.parameters_callback)
 
         self.predictor: Predictor | None = None
@@ -119,8 +117,6 @@ class InferenceNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._errors = ThrottledErrorLog(self.get_logger())
         self._health = FrameHealth()
-        self._state = "unconfigured"
-        self.finalized = False
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -159,7 +155,7 @@ class InferenceNode(LifecycleNode):
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self.get_logger().info(f"detection parameters now {params}")
-        if "score_threshold" in overrides and self._state == "active":
+        if "score_threshold" in overrides and self.state_label == "active":
             self._publish_label_info(params.score_threshold)
         return SetParametersResult(successful=True)
 
@@ -211,7 +207,7 @@ class InferenceNode(LifecycleNode):
         self.get_logger().info(
             f"loaded {p.model_name} ({p.config.kind}, {p.config.trunk}) from {path} on {p.device} ({p.precision}), "
             f"input {p.input_size[0]}x{p.input_size[1]}")
-        self._state = "inactive"
+        self.state_label = "inactive"
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -227,43 +223,26 @@ class InferenceNode(LifecycleNode):
         self._stopping = False
         self._worker = threading.Thread(target=self._work_loop, name="inference", daemon=True)
         self._worker.start()
-        self._state = "active"
+        self.state_label = "active"
         self.get_logger().info(f"active: listening on {self._subscription.topic_name} ({self._param('reliability')})")
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop work and free cached GPU memory; the model stays loaded."""
-        self._stop_input()
+        result = super().on_deactivate(state)
         if self.predictor is not None:
             self.predictor.empty_cache()
-        self._state = "inactive"
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unload the model and remove the publishers."""
-        self._unload()
-        self._state = "unconfigured"
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """From any state: stop, unload; the process then exits (see lifecycle_main)."""
-        self.stop()
-        self._unload()
-        self._state = "finalized"
-        self.finalized = True
-        return super().on_shutdown(state)
+        return result
 
     def stop(self) -> None:
         """Stop the worker and the camera subscription (idempotent)."""
-        self._stop_input()
-
-    def _stop_input(self) -> None:
         self._stop_worker()
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
 
-    def _unload(self) -> None:
+    def unload(self) -> None:
+        """Remove the publishers and unload the model (idempotent)."""
         for publisher in self._outputs.values():
             self.destroy_lifecycle_publisher(publisher)
         self._outputs.clear()
@@ -405,6 +384,6 @@ class InferenceNode(LifecycleNode):
             values.update(gpu_memory_allocated_mb=f"{allocated:.1f}", gpu_memory_reserved_mb=f"{reserved:.1f}")
         if self._health.last_error:
             values["last_error"] = self._health.last_error
-        status = health_status(f"{self.get_fully_qualified_name()}: inference", values["device"], self._state,
+        status = health_status(f"{self.get_fully_qualified_name()}: inference", values["device"], self.state_label,
                                self._health.window(), float(self._param("diagnostics_slow_ms")), values)
         self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(), status))

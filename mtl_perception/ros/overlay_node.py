@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -28,7 +28,7 @@ from mtl_perception.image_msg_codec import ImageConversionError, image_to_array,
 from mtl_perception.ros.diagnostics import (DIAGNOSTICS_PERIOD_S, DIAGNOSTICS_TOPIC, FrameHealth, diagnostic_array,
                                             health_status)
 from mtl_perception.ros.error_log import ThrottledErrorLog
-from mtl_perception.ros.lifecycle_main import run_node
+from mtl_perception.ros.managed_node import ManagedNode, run_node
 from mtl_perception.ros.messages import rgb_msg
 from mtl_perception.ros.qos import LATCHED_QOS, RELIABLE_QOS, qos_from_name
 from mtl_perception.vision_labels import DETECTION_LABEL_INFO_TOPIC, detection_labels, detections_to_arrays, label_info_to_names
@@ -42,16 +42,12 @@ def _stamp_key(header) -> tuple[int, int]:
     return header.stamp.sec, header.stamp.nanosec
 
 
-class OverlayNode(LifecycleNode):
+class OverlayNode(ManagedNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("overlay_node", **kwargs)
         self.declare_parameter("reliability", "best_effort", ParameterDescriptor(
             description="QoS reliability of the camera subscription: best_effort or reliable.", read_only=True))
-        self.declare_parameter("managed", False, ParameterDescriptor(
-            description="Run as a managed lifecycle node (wait for configure/activate); false = configure and activate at start.", read_only=True))
         self.detection_names: tuple[str, ...] | None = None
-        self.finalized = False
-        self._state = "unconfigured"
         self._overlay_pub = None
         self._label_info_sub = None
         self._input_subs: list = []
@@ -70,7 +66,7 @@ class OverlayNode(LifecycleNode):
         self._overlay_pub = self.create_lifecycle_publisher(Image, "overlay", RELIABLE_QOS)
         self._label_info_sub = self.create_subscription(LabelInfo, DETECTION_LABEL_INFO_TOPIC, self.label_info_callback,
                                                         LATCHED_QOS)
-        self._state = "inactive"
+        self.state_label = "inactive"
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -81,25 +77,8 @@ class OverlayNode(LifecycleNode):
             self.create_subscription(Image, "segmentation", self.segmentation_callback, RELIABLE_QOS),
             self.create_subscription(Detection2DArray, "detections", self.detections_callback, RELIABLE_QOS),
         ]
-        self._state = "active"
+        self.state_label = "active"
         return result
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.stop()
-        self._state = "inactive"
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._unload()
-        self._state = "unconfigured"
-        return super().on_cleanup(state)
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self.stop()
-        self._unload()
-        self._state = "finalized"
-        self.finalized = True
-        return super().on_shutdown(state)
 
     def stop(self) -> None:
         """Unsubscribe from the inputs and forget half-paired frames (idempotent)."""
@@ -110,7 +89,8 @@ class OverlayNode(LifecycleNode):
             frames.clear()
         self._first_seen.clear()
 
-    def _unload(self) -> None:
+    def unload(self) -> None:
+        """Remove the overlay publisher and the label_info subscription (idempotent)."""
         if self._overlay_pub is not None:
             self.destroy_lifecycle_publisher(self._overlay_pub)
             self._overlay_pub = None
@@ -179,7 +159,7 @@ class OverlayNode(LifecycleNode):
         values = {"device": "cpu", "model": "none (draws the task nodes' outputs)",
                   "overlays_published": self.overlays_published, "frames_dropped": self.images_dropped,
                   "detection_classes": len(self.detection_names) if self.detection_names is not None else "not received"}
-        status = health_status(f"{self.get_fully_qualified_name()}: overlay", "cpu", self._state,
+        status = health_status(f"{self.get_fully_qualified_name()}: overlay", "cpu", self.state_label,
                                self._health.window(), 0.0, values)
         self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
 

@@ -1,0 +1,86 @@
+"""The lifecycle base and ``main()`` of the project's nodes (inference nodes and overlay_node).
+
+With ``managed: false`` a node configures and activates itself; with ``managed: true`` it waits
+for a lifecycle manager. Either way its process ends, exit code 0, when the node reaches
+``finalized`` (the ``shutdown`` transition, from any state), on Ctrl-C or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from mtl_perception.exit_codes import EXIT_FAILED, EXIT_OK
+
+_SPIN_PERIOD_S = 0.1
+
+
+class ManagedNode(LifecycleNode):
+    """A lifecycle node that knows its state (``state_label``, for /diagnostics) and when it is finalized.
+
+    Subclasses create publishers in ``on_configure`` and subscriptions in ``on_activate`` (setting
+    ``state_label`` to ``inactive`` / ``active`` on success), and implement :meth:`stop` (undo
+    activate) and :meth:`unload` (undo configure); deactivate, cleanup and shutdown call them.
+    """
+
+    def __init__(self, node_name: str, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.declare_parameter("managed", False, ParameterDescriptor(
+            description="Run as a managed lifecycle node (wait for configure/activate); false = configure and activate at start.", read_only=True))
+        self.state_label = "unconfigured"
+        self.finalized = False
+
+    def stop(self) -> None:
+        """Stop taking input (idempotent)."""
+        raise NotImplementedError
+
+    def unload(self) -> None:
+        """Release what configure created (idempotent)."""
+        raise NotImplementedError
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop()
+        self.state_label = "inactive"
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.unload()
+        self.state_label = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop()
+        self.unload()
+        self.state_label = "finalized"
+        self.finalized = True
+        return super().on_shutdown(state)
+
+
+def run_node(node_class, args: list[str] | None = None) -> int:
+    """Create ``node_class()`` (a :class:`ManagedNode`), run it until finalized or interrupted.
+
+    Returns:
+        0, or 1 when a self-activating node (``managed: false``) fails to configure or activate.
+    """
+    rclpy.init(args=args)
+    node = node_class()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        if not node.get_parameter("managed").value:
+            for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+                if trigger() != TransitionCallbackReturn.SUCCESS:
+                    node.get_logger().fatal(f"{name} failed; exiting")
+                    return EXIT_FAILED
+        while rclpy.ok() and not node.finalized:
+            executor.spin_once(timeout_sec=_SPIN_PERIOD_S)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return EXIT_OK
