@@ -703,10 +703,16 @@ def test_overlay_node_is_a_lifecycle_node_and_pairs_by_stamp_when_frames_are_dro
     from mtl_perception.image_msg_codec import image_to_array
     from mtl_perception.ros.messages import detections_msg
 
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
     target = "/ov/overlay_node"
+    diagnostics = ros_node.collect("/diagnostics", DiagnosticArray, reliable_qos())
     launch_process(node_command("overlay_node", "managed:=true", "reliability:=reliable") + ["-r", "__ns:=/ov"],
                    name="overlay")
     assert get_state(ros_node.node, target) == "unconfigured"
+
+    def overlay_statuses():
+        return [s for a in list(diagnostics.messages) for s in a.status if s.name == f"{target}: overlay"]
     publishers = {"image": ros_node.node.create_publisher(Image, "/ov/image", reliable_qos()),
                   "segmentation": ros_node.node.create_publisher(Image, "/ov/segmentation", reliable_qos()),
                   "detections": ros_node.node.create_publisher(Detection2DArray, "/ov/detections", reliable_qos())}
@@ -724,8 +730,9 @@ def test_overlay_node_is_a_lifecycle_node_and_pairs_by_stamp_when_frames_are_dro
     try:
         for kind, msg in parts(1).items():  # unconfigured: nothing comes out
             publishers[kind].publish(msg)
-        time.sleep(1.0)
+        time.sleep(1.5)
         assert not overlays.messages
+        assert [(s.level, s.message) for s in overlay_statuses()][:1] == [(DiagnosticStatus.ERROR, "unconfigured")]
         assert change_state(ros_node.node, target, Transition.TRANSITION_CONFIGURE)
         assert change_state(ros_node.node, target, Transition.TRANSITION_ACTIVATE)
         ros_node.wait_for_subscriber("/ov/image", timeout=20)
@@ -748,7 +755,11 @@ def test_overlay_node_is_a_lifecycle_node_and_pairs_by_stamp_when_frames_are_dro
         assert sorted(got) == [2, 3, 5, 7, 8] and len(overlays.messages) == 5
         for stamp, msg in got.items():  # each overlay is drawn on its own frame (background mask: image unchanged)
             np.testing.assert_array_equal(image_to_array(msg), images[stamp])
+        time.sleep(1.5)
+        values = {kv.key: kv.value for kv in overlay_statuses()[-1].values}
+        assert (values["state"], values["overlays_published"], values["detection_classes"]) == ("active", "5", "2")
     finally:
+        diagnostics.close()
         overlays.close()
         for publisher in [*publishers.values(), label_info]:
             ros_node.node.destroy_publisher(publisher)
