@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -763,3 +764,25 @@ def test_overlay_node_is_a_lifecycle_node_and_pairs_by_stamp_when_frames_are_dro
         overlays.close()
         for publisher in [*publishers.values(), label_info]:
             ros_node.node.destroy_publisher(publisher)
+
+
+def test_a_flood_of_bad_frames_that_differ_in_byte_counts_logs_one_line(ros_node, exact_nodes):
+    from sensor_msgs.msg import Image
+
+    publisher = ros_node.node.create_publisher(Image, "/ex/camera", reliable_qos(50))
+    collectors = _exact_collectors(ros_node, "/ex")
+    try:
+        good = image_msg(sample_image(40, 60), 1300)
+        for size in range(40):  # 40 truncated frames, each a different number of bytes short
+            publisher.publish(Image(header=good.header, height=40, width=60, encoding="rgb8", step=180,
+                                    data=bytes(good.data)[:1000 + 17 * size]))
+            time.sleep(0.02)
+        follow = sample_image(40, 60, seed=3)
+        wait_for_stamp(collectors, lambda: publisher.publish(image_msg(follow, 1301)), 1301)
+    finally:
+        _close(collectors)
+        ros_node.node.destroy_publisher(publisher)
+    lines = [line for line in exact_nodes["ex"].output().splitlines() if "expected step * height" in line]
+    assert len(lines) == 1, lines
+    assert re.search(r"dropped frame: bad input image: image data has \d+ bytes, expected step \* height = 180 \* 40 = 7200",
+                     lines[0]), lines[0]  # the detail stays in the line
