@@ -5,7 +5,8 @@ it and no pickled code ever runs):
 
 * ``format`` / ``format_version``: identify the file;
 * ``model_config``: :class:`ModelConfig` as a dict (architecture, tasks, input size,
-  normalisation);
+  ``resize`` mode, normalisation); fields added later take their defaults when an older file
+  lacks them (a checkpoint without ``resize`` is ``stretch``, what it was trained with);
 * ``class_names``: ``{"segmentation": [...], "detection": [...]}`` for the model's tasks
   (segmentation names include background at index 0; detection names exclude it);
 * ``state_dict``: the weights (optionally stored as float16 to halve the file);
