@@ -127,6 +127,7 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
                                       threads=budget.threads)
     warnings: list[str] = []
     topics = list(REQUIRED_TOPICS)
+    load_start = os.getloadavg()[0]
     graph_processes = start_graph(graph, params_file, NAMESPACE, f"/{NAMESPACE}/camera", arguments,
                                   log_dir=out_dir / "logs", budget=budget)
     alive = lambda: check_alive(graph_processes)  # noqa: E731
@@ -154,6 +155,7 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         graph_processes.stop()
     report = _build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nodes, parameters, baseline,
                            truth_boxes, truth_masks, bag_classes, warnings)
+    report["machine"] = {"cpus": os.cpu_count(), "loadavg_1min": [load_start, os.getloadavg()[0]]}
     if record:
         report["output_bag"] = str(_record(replay, out_dir / "outputs_bag"))
     _write_report(report, out_dir)

@@ -126,6 +126,10 @@ def replay_markdown(report: dict) -> str:
         f"Budget: {report['budget']['line']}.",
         "",
     ]
+    if report.get("machine"):
+        machine = report["machine"]
+        lines += [f"Machine: {machine['cpus']} CPUs; 1-minute load average {machine['loadavg_1min'][0]:.1f} at the start, "
+                  f"{machine['loadavg_1min'][1]:.1f} at the end (above the graph's own processes, other load shares its CPUs).", ""]
     lines += [f"- warning: {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     per_output = " / ".join(f"{t} {n}" for t, n in frames["per_output"].items())
     lines += [
@@ -242,6 +246,7 @@ def compare_reports(multitask: dict, naive: dict) -> dict:
             "size": ratio(n["size_mb"], m["size_mb"]),
         },
         "budget": multitask["budget"],
+        "machine": {g: r.get("machine") for g, r in (("multitask", multitask), ("naive", naive))},
         "device": multitask["device"],
         "bag": multitask["bag"],
         "mode": multitask["mode"],
@@ -250,6 +255,14 @@ def compare_reports(multitask: dict, naive: dict) -> dict:
         "warnings": [f"{graph}: {w}" for graph, report in (("multitask", multitask), ("naive", naive))
                      for w in report.get("warnings", [])],
     }
+
+
+def _load_lines(machines: dict) -> list[str]:
+    loads = [f"{graph} {m['loadavg_1min'][0]:.1f} → {m['loadavg_1min'][1]:.1f}" for graph, m in machines.items() if m]
+    if not loads:
+        return []
+    cpus = next(m["cpus"] for m in machines.values() if m)
+    return [f"Machine: {cpus} CPUs; 1-minute load average during each replay: {', '.join(loads)}.", ""]
 
 
 def compare_markdown(table: dict, reports: dict[str, dict] | None = None) -> str:
@@ -276,6 +289,7 @@ def compare_markdown(table: dict, reports: dict[str, dict] | None = None) -> str
         "",
         f"Budget: {table['budget']['line']}.",
         "",
+        *_load_lines(table.get("machine") or {}),
         *[f"- warning: {w}" for w in table.get("warnings", [])],
         *([""] if table.get("warnings") else []),
         "| | multitask | naive (seg + det nodes) | multitask gain |",
