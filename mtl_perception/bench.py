@@ -36,6 +36,7 @@ import numpy as np
 
 from .atomic import write_text_atomic
 from .evaluation.report import latency_summary, ratio, write_json
+from .exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 SIDES = ("multitask", "naive")
 MODES = ("eager", "cuda_graph", "compiled")
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             trunk = args.trunk
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"mtl-bench: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     report = {"trunk": trunk, "input_size": list(args.input_size or (512, 512)), "budget": budget,
               "checkpoints": groups, "variants": [], "complete": False}
     workers = {side: _Worker(side, groups[side], args.threads) for side in SIDES}
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     _write(out, report)
     print(markdown_table(report))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
-    return 1 if any(v["status"] == "failed" for v in report["variants"]) else 0
+    return EXIT_FAILED if any(v["status"] == "failed" for v in report["variants"]) else EXIT_OK
 
 
 if __name__ == "__main__":

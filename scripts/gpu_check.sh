@@ -17,7 +17,7 @@
 #   results.json  all of it, machine-readable      bench.md, replay.md  the full tables
 #   logs.txt      every step's log, bundled
 #
-# Env: OUT (default <repo>/gpu_check_out), GPU_CHECK_DRY, GPU_CHECK_BUDGET_S (default 420),
+# Env: OUT (default <repo>/gpu_check_out), GPU_CHECK_DRY, GPU_CHECK_BUDGET_S (default 450),
 #      GPU_CHECK_STEPS (default: all, space-separated), GPU_CHECK_WHEELS (default
 #      <repo>/.gpu_wheels), GPU_CHECK_PYTHON (default python3; dry: .venv/bin/python),
 #      GPU_CHECK_TESTS (a pytest -k expression narrowing the CUDA tests, which are the tests
@@ -29,7 +29,7 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 dry=${GPU_CHECK_DRY:-0}
 out=${OUT:-$repo_root/gpu_check_out}
-budget_s=${GPU_CHECK_BUDGET_S:-420}
+budget_s=${GPU_CHECK_BUDGET_S:-450}
 wheels=${GPU_CHECK_WHEELS:-$repo_root/.gpu_wheels}
 steps=${GPU_CHECK_STEPS:-install build cuda_tests bench_resnet50 bench_mobilenet_v2 replay bench_compiled}
 tests_k=${GPU_CHECK_TESTS:-}
@@ -91,7 +91,8 @@ run_step() {
   log "$name (timeout ${limit} s)"
   local t0=$SECONDS reason_file=$work/logs/$name.reason rc
   rm -f "$reason_file"
-  timeout --kill-after=10 "$limit" bash -c "$fn" > "$work/logs/$name.log" 2>&1
+  # SIGINT first: Python's finally blocks run, so a replay stops the graph it started.
+  timeout --signal=INT --kill-after=15 "$limit" bash -c "$fn" > "$work/logs/$name.log" 2>&1
   rc=$?
   local seconds=$((SECONDS - t0)) reason=""
   [ -f "$reason_file" ] && reason=$(cat "$reason_file")
@@ -99,7 +100,7 @@ run_step() {
     record "$name" ok 0 "$seconds" "$reason"
   elif [ "$rc" = 77 ]; then       # the step decided it does not apply here; the reason says why
     record "$name" skipped 0 "$seconds" "$reason"
-  elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+  elif [ "$rc" = 124 ] || [ "$rc" = 137 ] || [ "$rc" = 130 ]; then
     record "$name" timeout "$rc" "$seconds" "stopped after ${limit} s${reason:+; $reason}"
     failed=1
   else
@@ -154,8 +155,9 @@ step_install() {
   # Shared libraries the wheel format flattened into copies travel once (gpu_wheels.py slim).
   links=$work/links.json; echo "[]" > "$links"
   if [ -f "$wheels/links.txt" ]; then
-    while read -r _ path target; do
+    while read -r wheel path target; do
       [ -n "$path" ] || continue
+      [ "$dry" = 1 ] && ! printf '%s\n' "${subset[@]}" | grep -qF "/$wheel" && continue
       ln -sfn "$target" "$venv/$path"
       "$venv/bin/python" -c 'import json, os, sys
 path, links = sys.argv[1], sys.argv[2]
@@ -187,6 +189,9 @@ step_build() {
   step=build
   [ "$dry" = 1 ] && skip "dry run: the dev .ws built by make setup is used (a colcon build takes minutes here)"
   [ -x "$work/venv/bin/colcon" ] || fail "no colcon in $work/venv: the install step did not complete"
+  if ! command -v cmake >/dev/null; then     # the pip package's cmake, when its bin isn't on PATH
+    cmake_bin=$("$work/venv/bin/python" -c 'import cmake; print(cmake.CMAKE_BIN_DIR)' 2>/dev/null) && export PATH=$cmake_bin:$PATH
+  fi
   for tool in cmake make g++; do command -v $tool >/dev/null || fail "'$tool' is not on the device's PATH"; done
   "$work/venv/bin/python" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     || fail "Python.h of the device's Python is missing: the message packages can't be built"

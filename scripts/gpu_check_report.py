@@ -113,7 +113,7 @@ def node_non_network_ms(report: dict | None) -> tuple[float | None, str]:
     """p50 of total minus p50 of network time of the multitask node (decode + pre + post + publish)."""
     stats = ((report or {}).get("nodes") or {}).get("multitask_node") or {}
     if "non_network_ms_p50" in stats:
-        return stats["non_network_ms_p50"], "multitask_node non_network_ms_p50 (InferenceStats)"
+        return stats["non_network_ms_p50"], "multitask_node InferenceStats, lockstep pass: p50 of total - network per frame"
     total, network = stats.get("total_ms_p50"), stats.get("inference_ms_p50")
     if _finite(total) and _finite(network):
         return total - network, "multitask_node InferenceStats, lockstep pass: p50(total) - p50(network)"
