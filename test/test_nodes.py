@@ -238,8 +238,9 @@ def torch_cuda_available() -> bool:
 
 
 @contextlib.contextmanager
-def in_process_multitask_node(checkpoint):
-    """A MultitaskNode on real rclpy in this process (own context), configured; no executor spins it."""
+def in_process_multitask_node(checkpoint, configure=True, **parameters):
+    """A MultitaskNode on real rclpy in this process (own context), configured unless told not to;
+    no executor spins it. ``parameters``: more parameter overrides."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -248,10 +249,11 @@ def in_process_multitask_node(checkpoint):
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = MultitaskNode(context=context, parameter_overrides=[Parameter("checkpoint", value=str(checkpoint)),
-                                                               Parameter("device", value="cpu")])
+    overrides = {"checkpoint": str(checkpoint), "device": "cpu", **parameters}
+    node = MultitaskNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        if configure:
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         yield node
     finally:
         node.stop()
@@ -685,12 +687,15 @@ def test_lifecycle_configure_again_after_cleanup_then_shutdown_while_active(ros_
         ros_node.node.destroy_publisher(publisher)
 
 
-@pytest.mark.parametrize("size", [("input_height:=96",), ("input_width:=128",)])
-def test_a_lone_input_height_or_width_is_rejected(tmp_path, checkpoints, size):
-    result = subprocess.run(node_command("multitask_node", f"checkpoint:={checkpoints['multitask']}", "device:=cpu", *size)
-                            + ["-r", "__ns:=/size"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert result.returncode == 1
-    assert "set both to positive sizes, or both to 0" in result.stdout + result.stderr
+@pytest.mark.parametrize("size", [{"input_height": 96}, {"input_width": 128}, {"input_height": -2, "input_width": 8}])
+def test_a_lone_or_negative_input_height_or_width_fails_configure(checkpoints, size, capfd):
+    """In-process node; a plain start turns the failed configure into exit code 1 (see the bad-checkpoint test)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    with in_process_multitask_node(checkpoints["multitask"], configure=False, **size) as node:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.predictor is None
+        assert "set both to positive sizes, or both to 0 for the checkpoint's input size" in capfd.readouterr().err
 
 
 # -- overlay_node ----------------------------------------------------------------------------------
