@@ -215,7 +215,8 @@ def summary_markdown(results: dict) -> str:
     lines += ["", "## Targets", "", "| target | figure | verdict | where from |", "|---|---:|---|---|"]
     for target in results["targets"]:
         unit = target["unit"]
-        figure = f"{_fmt(target['value'])} {unit} ({target['comparison']} {target['threshold']:g})"
+        digits = {"x": 3, "frames": 0}.get(unit, 2)  # ratios to 3 places: 1.646 is not 1.65
+        figure = f"{_fmt(target['value'], digits)} {unit} ({target['comparison']} {target['threshold']:g})"
         lines.append(f"| {target['what']} | {figure} | {target['verdict']} | {target['source']} |")
     lines += ["", "## Steps", "", "| step | status | seconds | note |", "|---|---|---:|---|"]
     for step in results["steps"]:
@@ -293,6 +294,7 @@ def _write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 

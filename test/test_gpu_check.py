@@ -191,3 +191,52 @@ def test_slimmed_wheel_keeps_one_copy_of_a_library_and_a_valid_record(tmp_path):
     assert _record_line("ros_thing-1.0.data/data/lib/libthing.so.1.0.3", library) in record
     assert _record_line("ros_thing-1.0.data/data/lib/libother.so", b"other") in record
     assert record[-1] == "ros_thing-1.0.dist-info/RECORD,,"
+
+
+def _side(p50_ms: float, memory_mb: float, checkpoint_mb: float) -> dict:
+    return {"status": "ok", "latency_ms": {"p50": p50_ms}, "memory_mb": memory_mb, "memory_kind": "cuda_max_allocated",
+            "checkpoint_mb": checkpoint_mb, "frame_size": [720, 1280]}
+
+
+def _variant(precision: str, mode: str, multitask: dict, naive: dict) -> dict:
+    ratios = {"speed": naive["latency_ms"]["p50"] / multitask["latency_ms"]["p50"],
+              "memory": naive["memory_mb"] / multitask["memory_mb"], "size": naive["checkpoint_mb"] / multitask["checkpoint_mb"]}
+    return {"precision": precision, "mode": mode, "status": "ok", "reason": None,
+            "results": {"multitask": multitask, "naive": naive}, "ratios": ratios}
+
+
+def test_report_judges_gpu_figures_against_the_targets(tmp_path):
+    """The verdicts of a GPU run, from hand-made step outputs (the dry run never judges)."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    (work / "bench_resnet50").mkdir(parents=True)
+    (work / "replay" / "multitask").mkdir(parents=True)
+    bench = {"budget": {"line": "Budget: both sides on NVIDIA H200"}, "variants": [
+        _variant("fp32", "eager", _side(5.0, 900, 139.3), _side(9.0, 1500, 229.3)),
+        _variant("fp16", "eager", _side(3.4, 500, 139.3), _side(6.0, 800, 229.3)),
+        _variant("fp16", "cuda_graph", _side(2.5, 520, 139.3), _side(4.5, 850, 229.3)),
+        {"precision": "bf16", "mode": "cuda_graph", "status": "failed", "reason": "multitask: boom", "results": {}},
+    ]}
+    (work / "bench_resnet50" / "bench.json").write_text(json.dumps(bench))
+    replay = {"fixed_rate": [{"rate_hz": 10.0, "latency_ms": {"p50": 1.0}, "published": 60, "answered": 60},
+                             {"rate_hz": 30.0, "latency_ms": {"p50": 5.5}, "published": 150, "answered": 149,
+                              "dropped": 1, "lost": 0}],
+              "nodes": {"multitask_node": {"non_network_ms_p50": 1.2, "total_ms_p50": 3.7, "inference_ms_p50": 2.5}}}
+    (work / "replay" / "multitask" / "report.json").write_text(json.dumps(replay))
+    (work / "steps.jsonl").write_text(json.dumps({"step": "replay", "status": "ok", "rc": 0, "seconds": 80.0,
+                                                  "reason": None}) + "\n")
+    report = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check_report.py"), "--work", str(work),
+                             "--out", str(out), "--dry", "0", "--budget-s", "450"], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    targets = _targets(json.loads((out / "results.json").read_text()))
+    # The fastest fp16 variant (cuda_graph, 2.5 ms) is the headline; its ratios are judged.
+    assert targets["predictor_fp16_p50_ms"]["value"] == 2.5 and targets["predictor_fp16_p50_ms"]["verdict"] == "PASS"
+    assert "fp16 cuda_graph" in targets["predictor_fp16_p50_ms"]["source"]
+    assert targets["speed_ratio"]["value"] == pytest.approx(1.8) and targets["speed_ratio"]["verdict"] == "PASS"
+    assert targets["memory_ratio"]["value"] == pytest.approx(850 / 520) and targets["memory_ratio"]["verdict"] == "PASS"
+    assert targets["size_ratio"]["value"] == pytest.approx(229.3 / 139.3) and targets["size_ratio"]["verdict"] == "FAIL"
+    assert targets["node_30hz_p50_ms"]["value"] == 5.5 and targets["node_30hz_p50_ms"]["verdict"] == "PASS"
+    assert targets["node_30hz_drops"]["value"] == 1 and targets["node_30hz_drops"]["verdict"] == "FAIL"
+    assert targets["node_non_network_ms"]["value"] == 1.2 and targets["node_non_network_ms"]["verdict"] == "PASS"
+    summary = (out / "summary.md").read_text()
+    assert "| 1.646 x (>= 1.65) | FAIL |" in summary
+    assert "| 1 frames (<= 0) | FAIL |" in summary
