@@ -190,19 +190,7 @@ class InferenceNode(ManagedNode):
             self.get_logger().error(f"cannot load the model: {exc}")
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
-        publish = self.create_lifecycle_publisher
-        if "detection" in self.TASKS:
-            self._outputs["detections"] = publish(Detection2DArray, "detections", RELIABLE_QOS)
-        if "segmentation" in self.TASKS:
-            self._outputs["segmentation"] = publish(Image, "segmentation", RELIABLE_QOS)
-            self._outputs["segmentation/color"] = publish(Image, "segmentation/color", RELIABLE_QOS)
-        if self._param("publish_overlay"):
-            self._outputs["overlay"] = publish(Image, "overlay", RELIABLE_QOS)
-        if self._param("publish_label_info"):
-            for task, topic in (("segmentation", SEGMENTATION_LABEL_INFO_TOPIC), ("detection", DETECTION_LABEL_INFO_TOPIC)):
-                if task in self.TASKS:
-                    self._outputs[topic] = publish(LabelInfo, topic, LATCHED_QOS)
-        self._outputs["stats"] = publish(InferenceStats, "stats", RELIABLE_QOS)
+        self.create_outputs()
         p = self.predictor
         self.get_logger().info(
             f"loaded {p.model_name} ({p.config.kind}, {p.config.trunk}) from {path} on {p.device} ({p.precision}), "
@@ -210,21 +198,50 @@ class InferenceNode(ManagedNode):
         self.state_label = "inactive"
         return super().on_configure(state)
 
+    def create_outputs(self) -> None:
+        """Create this node's publishers (at configure); see :meth:`output_publishers`."""
+        self._outputs = self.output_publishers()
+
+    def output_publishers(self, prefix: str = "") -> dict[str, object]:
+        """Lifecycle publishers of this node's outputs, keyed by topic name relative to ``prefix``
+        (``front/`` publishes ``front/detections``, ...)."""
+        publish = self.create_lifecycle_publisher
+        outputs: dict[str, object] = {}
+        if "detection" in self.TASKS:
+            outputs["detections"] = publish(Detection2DArray, prefix + "detections", RELIABLE_QOS)
+        if "segmentation" in self.TASKS:
+            outputs["segmentation"] = publish(Image, prefix + "segmentation", RELIABLE_QOS)
+            outputs["segmentation/color"] = publish(Image, prefix + "segmentation/color", RELIABLE_QOS)
+        if self._param("publish_overlay"):
+            outputs["overlay"] = publish(Image, prefix + "overlay", RELIABLE_QOS)
+        if self._param("publish_label_info"):
+            for task, topic in (("segmentation", SEGMENTATION_LABEL_INFO_TOPIC), ("detection", DETECTION_LABEL_INFO_TOPIC)):
+                if task in self.TASKS:
+                    outputs[topic] = publish(LabelInfo, prefix + topic, LATCHED_QOS)
+        outputs["stats"] = publish(InferenceStats, prefix + "stats", RELIABLE_QOS)
+        return outputs
+
+    def image_subscription(self, topic: str, callback, qos):
+        """Subscribe ``callback`` to camera ``topic``, or ``<topic>/compressed`` with ``input_transport: compressed``."""
+        if self._param("input_transport") == "compressed":
+            return self.create_subscription(CompressedImage, self.resolve_topic_name(topic) + "/compressed", callback, qos)
+        return self.create_subscription(Image, topic, callback, qos)
+
+    def subscribe(self, qos) -> str:
+        """Subscribe to the camera input (at activate); returns what it listens on, for the log."""
+        self._subscription = self.image_subscription("image", self.image_callback, qos)
+        return self._subscription.topic_name
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the camera and start the inference worker."""
         result = super().on_activate(state)  # enables the lifecycle publishers
         self._publish_label_info(self._param("score_threshold"))
-        qos = qos_from_name(self._param("reliability"), 1)
-        if self._param("input_transport") == "compressed":
-            topic = self.resolve_topic_name("image") + "/compressed"
-            self._subscription = self.create_subscription(CompressedImage, topic, self.image_callback, qos)
-        else:
-            self._subscription = self.create_subscription(Image, "image", self.image_callback, qos)
+        listening = self.subscribe(qos_from_name(self._param("reliability"), 1))
         self._stopping = False
         self._worker = threading.Thread(target=self._work_loop, name="inference", daemon=True)
         self._worker.start()
         self.state_label = "active"
-        self.get_logger().info(f"active: listening on {self._subscription.topic_name} ({self._param('reliability')})")
+        self.get_logger().info(f"active: listening on {listening} ({self._param('reliability')})")
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -250,13 +267,14 @@ class InferenceNode(ManagedNode):
             self.predictor.release()
             self.predictor = None
 
-    def _publish_label_info(self, threshold: float) -> None:
+    def _publish_label_info(self, threshold: float, outputs: dict | None = None) -> None:
+        outputs = self._outputs if outputs is None else outputs
         header = Image().header
         header.stamp = self.get_clock().now().to_msg()
         for task, topic in (("segmentation", SEGMENTATION_LABEL_INFO_TOPIC), ("detection", DETECTION_LABEL_INFO_TOPIC)):
-            if topic in self._outputs:
+            if topic in outputs:
                 task_threshold = threshold if task == "detection" else 0.0
-                self._outputs[topic].publish(label_info_msg(header, self.predictor.class_names[task], task_threshold))
+                outputs[topic].publish(label_info_msg(header, self.predictor.class_names[task], task_threshold))
 
     # -- frames --------------------------------------------------------------------------------
 
@@ -307,12 +325,8 @@ class InferenceNode(ManagedNode):
             return
         start = time.perf_counter()
         received = start if received is None else received
-        max_pixels = self._param("max_input_pixels")
         try:
-            if isinstance(msg, CompressedImage):
-                image = compressed_to_array(msg, max_pixels=max_pixels)
-            else:
-                image = to_rgb(image_to_array(msg, max_pixels=max_pixels), msg.encoding)
+            image = self.decode_image(msg)
         except (ImageConversionError, ValueError) as exc:
             self._drop("bad input image", str(exc))
             return
@@ -349,10 +363,19 @@ class InferenceNode(ManagedNode):
             gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
         self._outputs["stats"].publish(stats)
 
-    def publish_outputs(self, header, image: np.ndarray, prediction) -> None:
+    def decode_image(self, msg) -> np.ndarray:
+        """[H, W, 3] uint8 RGB of an Image or CompressedImage within ``max_input_pixels``;
+        raises ImageConversionError or ValueError for a bad one."""
+        max_pixels = self._param("max_input_pixels")
+        if isinstance(msg, CompressedImage):
+            return compressed_to_array(msg, max_pixels=max_pixels)
+        return to_rgb(image_to_array(msg, max_pixels=max_pixels), msg.encoding)
+
+    def publish_outputs(self, header, image: np.ndarray, prediction, outputs: dict | None = None) -> None:
         """Publish this node's outputs for one frame, each with ``header`` copied; detections first,
-        since the full-resolution images take longer to build."""
-        pubs = self._outputs
+        since the full-resolution images take longer to build. ``outputs``: the publishers
+        (default this node's, see :meth:`output_publishers`)."""
+        pubs = self._outputs if outputs is None else outputs
         names = self.predictor.class_names.get("detection", [])
         if "detections" in pubs:
             pubs["detections"].publish(detections_msg(header, prediction.boxes, prediction.scores, prediction.labels,

@@ -1,0 +1,237 @@
+"""Multi-camera multitask node: one network serves N camera streams, one batched forward pass per tick.
+
+Parameter ``cameras`` (e.g. ``[front, down]``) names the streams. Each is a namespace relative
+to the node's, with its own input ``<camera>/image`` (``<camera>/image/compressed`` with
+``input_transport: compressed``) and the multitask node's outputs under it:
+``<camera>/detections``, ``<camera>/segmentation``, ``<camera>/segmentation/color``,
+``<camera>/overlay``, ``<camera>/segmentation/label_info``, ``<camera>/detections/label_info``
+and ``<camera>/stats``; every output copies its own frame's header. Everything else (parameters,
+lifecycle, decoding, postprocess, message contract) is :class:`InferenceNode`'s.
+
+Each tick takes the newest pending frame of every camera that has one (newest-frame-wins per
+camera: a frame replaced while waiting counts as dropped for its camera), decodes them and runs
+them as one batch through :meth:`Predictor.predict_batch`, whatever their sizes. A camera that
+sends nothing is simply not in the tick, so it never stalls the others. Counters, stats and
+/diagnostics (one status per camera) are per camera. ``stats`` of a frame report the batch's
+network time; its ``postprocess_ms`` includes publishing the tick's earlier cameras, which it waited for.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+
+from mtl_perception.image_msg_codec import ImageConversionError
+from mtl_perception.msg import InferenceStats
+from mtl_perception.ros.diagnostics import FrameHealth, diagnostic_array, health_status
+from mtl_perception.ros.inference_node import InferenceNode, run_node
+
+# A relative ROS namespace: tokens of letters, digits and underscores, not starting with a digit.
+_CAMERA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def check_camera_names(names: list[str] | None) -> list[str]:
+    """The camera names, or ValueError saying what is wrong (none, invalid or repeated names)."""
+    names = list(names or [])
+    if not names:
+        raise ValueError("parameter 'cameras' is empty: name the camera namespaces, e.g. cameras:=[front,down]")
+    bad = [name for name in names if not _CAMERA_NAME.fullmatch(name)]
+    if bad:
+        raise ValueError(f"cameras {bad} are not relative ROS namespaces (letters, digits, '_', '/'-separated)")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"cameras {repeated} are listed more than once")
+    return names
+
+
+@dataclass
+class CameraStream:
+    """One camera's publishers, subscription, one-frame slot and counters."""
+
+    name: str
+    outputs: dict[str, object]
+    subscription: object = None
+    pending: tuple[object, float] | None = None  # (message, perf_counter at callback entry)
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    health: FrameHealth = field(default_factory=FrameHealth)
+
+
+class MulticamNode(InferenceNode):
+    TASKS = ("segmentation", "detection")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("multicam_node", **kwargs)
+        self.declare_parameter("cameras", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
+            description="Camera namespaces, each with its own '<camera>/image' input and outputs under '<camera>/'.",
+            read_only=True))
+        self.cameras: dict[str, CameraStream] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Check the camera names, then load the model and create every camera's publishers."""
+        try:
+            check_camera_names(self._param("cameras"))
+        except ValueError as exc:
+            self.get_logger().error(str(exc))
+            return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    def create_outputs(self) -> None:
+        self._outputs = {}
+        self.cameras = {name: CameraStream(name, self.output_publishers(f"{name}/"))
+                        for name in check_camera_names(self._param("cameras"))}
+
+    def subscribe(self, qos) -> str:
+        for camera in self.cameras.values():
+            callback = functools.partial(self.camera_callback, camera)
+            camera.subscription = self.image_subscription(f"{camera.name}/image", callback, qos)
+        return ", ".join(camera.subscription.topic_name for camera in self.cameras.values())
+
+    def stop(self) -> None:
+        super().stop()
+        for camera in self.cameras.values():
+            camera.pending = None
+            if camera.subscription is not None:
+                self.destroy_subscription(camera.subscription)
+                camera.subscription = None
+
+    def unload(self) -> None:
+        for camera in self.cameras.values():
+            for publisher in camera.outputs.values():
+                self.destroy_lifecycle_publisher(publisher)
+        self.cameras = {}
+        super().unload()
+
+    def _publish_label_info(self, threshold: float, outputs: dict | None = None) -> None:
+        for camera in self.cameras.values():
+            super()._publish_label_info(threshold, camera.outputs)
+
+    # -- frames --------------------------------------------------------------------------------
+
+    def camera_callback(self, camera: CameraStream, msg) -> None:
+        """Keep only the camera's newest frame: one still waiting is replaced and counted as dropped."""
+        received = time.perf_counter()
+        with self._condition:
+            camera.received += 1
+            if camera.pending is not None:
+                camera.dropped += 1
+                camera.health.dropped()
+            camera.pending = (msg, received)
+            self._condition.notify()
+
+    def _work_loop(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(
+                    lambda: self._stopping or any(c.pending is not None for c in self.cameras.values()))
+                if self._stopping:
+                    return
+                tick = [(camera, *camera.pending) for camera in self.cameras.values() if camera.pending is not None]
+                for camera, _, _ in tick:
+                    camera.pending = None
+            self.process_tick(tick)
+
+    def _drop_frame(self, camera: CameraStream, kind: str, detail: str) -> None:
+        with self._condition:
+            camera.dropped += 1
+        camera.health.failed(f"{kind}: {detail}")
+        self._errors.error(f"{camera.name}: dropped frame: {kind}: {detail}")
+
+    def process_tick(self, frames: list[tuple[CameraStream, object, float]]) -> None:
+        """Decode the tick's frames, run them as one batch, publish each camera's outputs; never raises.
+
+        Args:
+            frames: (camera, Image or CompressedImage, perf_counter at callback entry) per camera.
+        """
+        predictor = self.predictor
+        if predictor is None:
+            return
+        start = time.perf_counter()
+        decoded = []
+        for camera, msg, received in frames:
+            try:
+                decoded.append((camera, msg, received, self.decode_image(msg)))
+            except (ImageConversionError, ValueError) as exc:
+                self._drop_frame(camera, "bad input image", str(exc))
+        if not decoded:
+            return
+        decode_ms = (time.perf_counter() - start) * 1e3
+        try:
+            predictions = predictor.predict_batch([image for *_, image in decoded])
+        except torch.cuda.OutOfMemoryError:
+            predictor.empty_cache()
+            for camera, *_ in decoded:
+                self._drop_frame(camera, "CUDA out of memory", f"batch of {len(decoded)}; cache emptied, continuing")
+            return
+        except Exception as exc:  # the node never dies on data
+            for camera, *_ in decoded:
+                self._drop_frame(camera, "inference failed", f"{type(exc).__name__}: {exc}")
+            return
+        publish_start = time.perf_counter()
+        allocated, reserved = predictor.gpu_memory_mb()
+        for (camera, msg, received, image), prediction in zip(decoded, predictions):
+            try:
+                self.publish_outputs(msg.header, image, prediction, camera.outputs)
+            except Exception as exc:
+                self._drop_frame(camera, "publishing failed", f"{type(exc).__name__}: {exc}")
+                continue
+            done = time.perf_counter()
+            with self._condition:
+                camera.processed += 1
+                counters = (camera.received, camera.processed, camera.dropped)
+            total_ms = (done - received) * 1e3
+            camera.health.processed(total_ms)
+            timings = prediction.timings
+            camera.outputs["stats"].publish(InferenceStats(
+                header=msg.header, node_name=self.get_fully_qualified_name(), model_name=predictor.model_name,
+                device=str(predictor.device), precision=predictor.precision, queue_ms=(start - received) * 1e3,
+                preprocess_ms=decode_ms + timings.preprocess_ms, inference_ms=timings.inference_ms,
+                postprocess_ms=timings.postprocess_ms + (done - publish_start) * 1e3, total_ms=total_ms,
+                frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
+                gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved))
+
+    # -- diagnostics ---------------------------------------------------------------------------
+
+    def diagnostics_callback(self) -> None:
+        """One DiagnosticStatus per camera (``<node>: <camera> inference``)."""
+        predictor = self.predictor
+        device = str(predictor.device) if predictor else "none"
+        shared = {"device": device, "model": predictor.model_name if predictor else "none"}
+        if predictor is not None:
+            allocated, reserved = predictor.gpu_memory_mb()
+            shared.update(gpu_memory_allocated_mb=f"{allocated:.1f}", gpu_memory_reserved_mb=f"{reserved:.1f}")
+        statuses = []
+        for camera in list(self.cameras.values()):
+            with self._condition:
+                values = {"camera": camera.name, "frames_received": camera.received,
+                          "frames_processed": camera.processed, "frames_dropped": camera.dropped, **shared}
+            if camera.health.last_error:
+                values["last_error"] = camera.health.last_error
+            statuses.append(health_status(f"{self.get_fully_qualified_name()}: {camera.name} inference", device,
+                                          self.state_label, camera.health.window(),
+                                          float(self._param("diagnostics_slow_ms")), values))
+        if not statuses:  # unconfigured: no cameras yet, still report the node
+            statuses.append(health_status(f"{self.get_fully_qualified_name()}: inference", device, self.state_label,
+                                          FrameHealth().window(), 0.0, shared))
+        array = diagnostic_array(self.get_clock().now().to_msg(), statuses[0])
+        array.status = statuses
+        self._diagnostics.publish(array)
+
+
+def main(args=None) -> int:
+    return run_node(MulticamNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

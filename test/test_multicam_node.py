@@ -1,0 +1,157 @@
+"""multicam_node as users run it: one process serving three cameras over real DDS on loopback."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import numpy as np
+import pytest
+
+import ros_harness
+from node_fixtures import (DET_NAMES, image_msg, make_tiny_checkpoints, node_command, reliable_qos, sample_image,
+                           sensor_publisher)
+
+pytestmark = pytest.mark.usefixtures("ros_node")
+
+SCORE_THRESHOLD = 0.05
+# camera -> (height, width, frame_id): three sizes, both orientations, none the network's 64x80.
+CAMERAS = {"front": (120, 200, "front_optical"), "down": (96, 96, "down_optical"), "left": (150, 90, "left_optical")}
+OUTPUTS = ("segmentation", "segmentation/color", "detections", "stats")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    return make_tiny_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="module")
+def multicam(tmp_path_factory, checkpoints, ros_node):
+    """One multicam_node in namespace /mc serving front, down and left; ``sent`` counts frames per camera."""
+    log_dir = tmp_path_factory.mktemp("multicam")
+    command = node_command("multicam_node", f"checkpoint:={checkpoints['multitask']}", "device:=cpu", "cpu_threads:=1",
+                           f"score_threshold:={SCORE_THRESHOLD}", f"cameras:=[{','.join(CAMERAS)}]") + ["-r", "__ns:=/mc"]
+    process = ros_harness.start_process(command, log_dir / "multicam_node.log", cwd=log_dir)
+    for camera in CAMERAS:
+        ros_node.wait_for_subscriber(f"/mc/{camera}/image", timeout=60)
+    publishers = {camera: sensor_publisher(ros_node.node, f"/mc/{camera}/image") for camera in CAMERAS}
+    yield {"process": process, "publishers": publishers, "sent": collections.Counter()}
+    for publisher in publishers.values():
+        ros_node.node.destroy_publisher(publisher)
+    code = process.stop()
+    print(f"multicam_node exited {code}:\n{process.output()[-3000:]}")
+
+
+def _collect(ros_node, camera: str) -> dict:
+    from mtl_perception.msg import InferenceStats
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    types = {"segmentation": Image, "segmentation/color": Image, "detections": Detection2DArray, "stats": InferenceStats}
+    return {name: ros_node.collect(f"/mc/{camera}/{name}", types[name], reliable_qos()) for name in OUTPUTS}
+
+
+def _serve(multicam, collectors: dict, frames: dict, timeout: float = 60.0) -> dict:
+    """Publish every camera's frame (again each second while unanswered) until each camera's
+    collectors hold its stamp; returns camera -> output -> message."""
+    deadline = time.monotonic() + timeout
+    found: dict = {camera: {} for camera in frames}
+    next_publish = 0.0
+    while time.monotonic() < deadline:
+        waiting = [camera for camera in frames if len(found[camera]) < len(OUTPUTS)]
+        if not waiting:
+            return found
+        if time.monotonic() >= next_publish:
+            for camera in waiting:
+                image, stamp = frames[camera]
+                multicam["publishers"][camera].publish(image_msg(image, stamp, CAMERAS[camera][2]))
+                multicam["sent"][camera] += 1
+            next_publish = time.monotonic() + 1.0
+        for camera in waiting:
+            for name, collector in collectors[camera].items():
+                match = [m for m in list(collector.messages) if m.header.stamp.sec == frames[camera][1]]
+                if match:
+                    found[camera][name] = match[0]
+        time.sleep(0.05)
+    raise TimeoutError(f"not every output arrived within {timeout} s: { {c: sorted(f) for c, f in found.items()} }")
+
+
+def _close(collectors: dict) -> None:
+    for per_camera in collectors.values():
+        for collector in per_camera.values():
+            collector.close()
+
+
+def _boxes(detections) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    boxes = [(d.bbox.center.position.x - d.bbox.size_x / 2, d.bbox.center.position.y - d.bbox.size_y / 2,
+              d.bbox.center.position.x + d.bbox.size_x / 2, d.bbox.center.position.y + d.bbox.size_y / 2)
+             for d in detections.detections]
+    scores = [d.results[0].hypothesis.score for d in detections.detections]
+    return np.array(boxes, np.float64).reshape(-1, 4), np.array(scores), [d.results[0].hypothesis.class_id for d in detections.detections]
+
+
+def test_three_cameras_get_their_own_outputs_equal_to_single_image_predictions(ros_node, multicam, checkpoints):
+    from mtl_perception.postprocess import DetectionParams
+    from mtl_perception.predictor import Predictor
+
+    collectors = {camera: _collect(ros_node, camera) for camera in CAMERAS}
+    frames = {camera: (sample_image(h, w, seed=index), 10 + index) for index, (camera, (h, w, _)) in enumerate(CAMERAS.items())}
+    try:
+        outputs = _serve(multicam, collectors, frames)
+        time.sleep(0.5)  # anything misrouted would have arrived by now
+        for camera, per_output in collectors.items():
+            for name, collector in per_output.items():
+                frame_ids = {m.header.frame_id for m in collector.messages}
+                assert frame_ids == {CAMERAS[camera][2]}, f"/mc/{camera}/{name} got frames of {frame_ids}"
+    finally:
+        _close(collectors)
+    predictor = Predictor(checkpoints["multitask"], device="cpu", warmup=0,
+                          detection=DetectionParams(score_threshold=SCORE_THRESHOLD))
+    for camera, (height, width, frame_id) in CAMERAS.items():
+        image, stamp = frames[camera]
+        got = outputs[camera]
+        for name, msg in got.items():
+            assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (stamp, 123456, frame_id), name
+        seg = got["segmentation"]
+        assert (seg.height, seg.width, seg.encoding) == (height, width, "mono8")
+        assert (got["segmentation/color"].height, got["segmentation/color"].width) == (height, width)
+        mask = np.frombuffer(bytes(seg.data), np.uint8).reshape(height, seg.step)[:, :width]
+        alone = predictor.predict(image)
+        assert (mask == alone.mask).mean() > 0.999, camera
+        boxes, scores, class_ids = _boxes(got["detections"])
+        assert len(boxes) == len(alone.boxes) > 0, camera
+        order, expected_order = np.lexsort(boxes.T[::-1]), np.lexsort(alone.boxes.T[::-1])
+        np.testing.assert_allclose(boxes[order], alone.boxes[expected_order], atol=1e-2)
+        np.testing.assert_allclose(scores[order], alone.scores[expected_order], atol=1e-4)
+        assert [class_ids[i] for i in order] == [DET_NAMES[i] for i in alone.labels[expected_order]]
+        assert got["stats"].node_name == "/mc/multicam_node"
+
+
+def test_a_silent_camera_does_not_stall_the_others_and_counters_are_per_camera(ros_node, multicam):
+    collectors = {camera: _collect(ros_node, camera) for camera in CAMERAS}
+    served = {"front": [], "left": []}
+    try:
+        for round_index in range(4):  # "down" sends nothing
+            frames = {camera: (sample_image(60 + 10 * round_index, 80, seed=round_index), 100 + 10 * round_index + i)
+                      for i, camera in enumerate(served)}
+            outputs = _serve(multicam, {c: collectors[c] for c in served}, frames, timeout=30.0)
+            for camera in served:
+                served[camera].append(outputs[camera]["stats"])
+        assert not any(collector.messages for collector in collectors["down"].values()), "down sent nothing"
+    finally:
+        _close(collectors)
+    sent = multicam["sent"]
+    for camera, stats in served.items():
+        last = stats[-1]
+        # Frames were sent a second apart, so none replaced another: every frame sent was served.
+        assert (last.frames_received, last.frames_processed, last.frames_dropped) == (sent[camera], sent[camera], 0), camera
+        assert last.header.frame_id == CAMERAS[camera][2]
+    assert sent["down"] < sent["front"], "down's frames were counted apart"
+    assert multicam["process"].returncode is None
+
+
+def test_invalid_camera_lists_fail_configure_with_a_clear_error(checkpoints, launch_process):
+    process = launch_process(node_command("multicam_node", f"checkpoint:={checkpoints['multitask']}", "device:=cpu",
+                                          "cameras:=[front,front]"), name="repeated")
+    assert process.wait(60) == 1
+    assert "cameras ['front'] are listed more than once" in process.output()
