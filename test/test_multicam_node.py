@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import collections
+import sys
 import time
 
 import numpy as np
 import pytest
 
 import ros_harness
-from node_fixtures import (DET_NAMES, image_msg, make_tiny_checkpoints, node_command, reliable_qos, sample_image,
-                           sensor_publisher)
+from node_fixtures import (DET_NAMES, SEG_NAMES, image_msg, latched_qos, make_tiny_checkpoints, node_command,
+                           reliable_qos, sample_image, sensor_publisher, wait_for_stamp)
 
 pytestmark = pytest.mark.usefixtures("ros_node")
 
@@ -155,3 +156,42 @@ def test_invalid_camera_lists_fail_configure_with_a_clear_error(checkpoints, lau
                                           "cameras:=[front,front]"), name="repeated")
     assert process.wait(60) == 1
     assert "cameras ['front'] are listed more than once" in process.output()
+
+
+def test_multicam_graph_arguments_override_the_yaml_cameras():
+    from mtl_perception.ros.graph import node_overrides, node_parameters
+
+    overrides = node_overrides("multitask_multicam", {"cameras": "front, down,stereo/left", "checkpoint": "/x/mt.pt"})
+    assert overrides == {"multicam_node": {"checkpoint": "/x/mt.pt", "cameras": ["front", "down", "stereo/left"]}}
+    from_yaml = node_parameters("multitask_multicam", ros_harness.REPO_ROOT / "config" / "mtl_perception.yaml")
+    assert from_yaml["multicam_node"]["cameras"] == ["front", "down"]
+    assert from_yaml["multicam_node"]["checkpoint"] == "checkpoints/demo_multitask.pt"
+
+
+def test_multicam_graph_from_the_project_cli_serves_the_cameras_it_is_given(ros_node, checkpoints, launch_process, tmp_path):
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import LabelInfo
+
+    command = [sys.executable, "-m", "mtl_perception.ros.graph", "multitask_multicam", "--namespace", "gm",
+               "--cameras", "port,starboard", "--checkpoint", str(checkpoints["multitask"]), "--device", "cpu",
+               "--log-dir", str(tmp_path / "logs")]
+    graph = launch_process(command, name="multicam_graph")
+    for camera in ("port", "starboard"):
+        ros_node.wait_for_subscriber(f"/gm/{camera}/image", timeout=60)
+        [seg_info] = ros_node.wait_for_messages(f"/gm/{camera}/segmentation/label_info", LabelInfo, 1, timeout=20,
+                                                qos=latched_qos())
+        assert [c.class_name for c in seg_info.class_map] == SEG_NAMES
+    assert ros_node.node.count_subscribers("/gm/front/image") == 0, "the YAML's cameras were replaced"
+    collector = ros_node.collect("/gm/starboard/segmentation", Image, reliable_qos())
+    publisher = sensor_publisher(ros_node.node, "/gm/starboard/image")
+    try:
+        image = sample_image(70, 110, 3)
+        publish = lambda: publisher.publish(image_msg(image, 700, "starboard_optical"))  # noqa: E731
+        mask = wait_for_stamp({"segmentation": collector}, publish, 700)["segmentation"]
+        assert (mask.height, mask.width, mask.header.frame_id) == (70, 110, "starboard_optical")
+        assert graph.returncode is None
+    finally:
+        collector.close()
+        ros_node.node.destroy_publisher(publisher)
+    assert graph.stop() == 0
+

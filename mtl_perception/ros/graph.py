@@ -9,6 +9,11 @@ parameter YAML (``config/mtl_perception.yaml``), so there is one source of truth
         [--device auto|cuda|cuda:N|cpu] [--use-lifecycle] [--input-transport raw|compressed]
         [--reliability best_effort|reliable] [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
     python -m mtl_perception.ros.graph naive [--segmentation-checkpoint P] [--detection-checkpoint P] ...
+    python -m mtl_perception.ros.graph multitask_multicam [--cameras front,down] [--checkpoint PATH] ...
+
+``multitask_multicam`` is one multicam_node serving every camera of ``cameras`` (inputs
+``<namespace>/<camera>/image``) with one network; its naive equivalent is one multitask
+graph per camera (``multitask --namespace <camera>``).
 
 The process runs until interrupted (SIGINT/SIGTERM stops every node: SIGINT, then
 SIGTERM, then SIGKILL) or until a node exits, which stops the others.
@@ -57,14 +62,21 @@ GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
         NodeSpec("detection_node", (("detection_checkpoint", "checkpoint"),)),
         NodeSpec("overlay_node", (), inference=False),
     ),
+    "multitask_multicam": (NodeSpec("multicam_node", (("checkpoint", "checkpoint"), ("cameras", "cameras"))),),
 }
+
+
+def camera_list(value: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``'front, down'`` or ``['front', 'down']`` -> ``['front', 'down']`` (the ``cameras`` parameter)."""
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return [name.strip() for name in names if name.strip()]
 
 
 def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[str, object]]:
     """Parameter overrides per node from graph arguments; empty/None arguments leave the YAML's value.
 
-    Arguments: ``checkpoint`` (multitask), ``segmentation_checkpoint``, ``detection_checkpoint``
-    (naive), ``device``, ``cpu_threads``, ``input_transport``, ``reliability``, ``use_lifecycle``.
+    Arguments: ``checkpoint`` (multitask, multitask_multicam), ``cameras`` (multitask_multicam: a
+    list or comma-separated names), ``segmentation_checkpoint``, ``detection_checkpoint`` (naive), ``device``, ``cpu_threads``, ``input_transport``, ``reliability``, ``use_lifecycle``.
     ``reliability`` also reaches overlay_node's camera subscription.
     """
     if graph not in GRAPHS:
@@ -74,7 +86,8 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
         params: dict[str, object] = {}
         for argument, parameter in spec.argument_params:
             if arguments.get(argument):
-                params[parameter] = str(arguments[argument])
+                value = arguments[argument]
+                params[parameter] = camera_list(value) if parameter == "cameras" else str(value)
         if spec.inference:
             for name in _INFERENCE_ARGUMENTS:
                 if arguments.get(name):
@@ -294,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default="")
     parser.add_argument("--camera-topic", default=DEFAULT_CAMERA_TOPIC)
     parser.add_argument("--checkpoint", help="multitask checkpoint (overrides the YAML)")
+    parser.add_argument("--cameras", type=camera_list,
+                        help="multitask_multicam: comma-separated camera namespaces, e.g. front,down (default: the YAML's)")
     parser.add_argument("--segmentation-checkpoint", help="naive graph: segmentation checkpoint")
     parser.add_argument("--detection-checkpoint", help="naive graph: detection checkpoint")
     parser.add_argument("--device", type=check_device, help="auto | cpu | cuda | cuda:N (default: the YAML's)")
@@ -305,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-dir", help="write each node's output to <dir>/<node>.log instead of the terminal")
     add_budget_arguments(parser)
     args = parser.parse_args(argv)
-    arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint",
+    arguments = {k: getattr(args, k) for k in ("checkpoint", "cameras", "segmentation_checkpoint", "detection_checkpoint",
                                                "input_transport", "reliability", "use_lifecycle")}
     stop_requested = []  # before any node starts: a signal at any moment stops the graph and cleans up
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -29,6 +29,8 @@ _CHECKPOINT_ARGUMENTS = {
     "multitask": (("checkpoint", "multitask checkpoint; empty = the YAML's"),),
     "naive": (("segmentation_checkpoint", "segmentation checkpoint; empty = the YAML's"),
               ("detection_checkpoint", "detection checkpoint; empty = the YAML's")),
+    "multitask_multicam": (("checkpoint", "multitask checkpoint; empty = the YAML's"),
+                           ("cameras", "comma-separated camera namespaces, e.g. front,down; empty = the YAML's")),
 }
 
 
