@@ -188,24 +188,21 @@ class _Outputs:
         self.first_arrival = first_arrival
 
 
-def test_run_outcome_separates_drops_queue_overwrites_and_losses():
+def test_run_outcome_counts_answers_drops_and_frames_a_node_never_received():
     from mtl_perception.ros.replay_runs import run_outcome
 
     published = {1: 0.0, 2: 0.1, 3: 0.2}
     outputs = _Outputs({"segmentation": {1: 0.05, 2: 0.2}, "detections": {1: 0.06, 3: 0.3}})
     before = {"segmentation_node": (5, 5, 0), "detection_node": (4, 4, 0)}
-    # segmentation_node got all 3, answered 2, dropped 1; detection_node got 2 and dropped nothing: 1 lost
+    # segmentation_node got all 3, answered 2, dropped 1; detection_node got 2 of 3 and answered both
     after = {"segmentation_node": (8, 7, 1), "detection_node": (6, 6, 0)}
-    outcome = run_outcome(outputs, published, ["segmentation", "detections"], ["segmentation_node", "detection_node"],
-                          before, after)
+    topics, nodes = ["segmentation", "detections"], ["segmentation_node", "detection_node"]
+    outcome = run_outcome(outputs, published, topics, nodes, before, after)
     assert outcome["per_output"] == {"segmentation": 2, "detections": 2} and outcome["answered"] == 1
     assert outcome["latencies_ms"] == {1: pytest.approx(60.0)}
-    assert outcome["nodes"]["segmentation_node"] == {"received": 3, "processed": 2, "dropped": 1, "not_received": 0, "lost": 0}
-    assert outcome["nodes"]["detection_node"] == {"received": 2, "processed": 2, "dropped": 0, "not_received": 1, "lost": 1}
-    assert (outcome["dropped"], outcome["not_received"], outcome["lost"]) == (1, 1, 1)
+    assert outcome["nodes"]["segmentation_node"] == {"received": 3, "processed": 2, "dropped": 1, "not_received": 0}
+    assert outcome["nodes"]["detection_node"] == {"received": 2, "processed": 2, "dropped": 0, "not_received": 1}
+    assert (outcome["dropped"], outcome["not_received"], outcome["silent_nodes"]) == (1, 1, [])
     assert outcome["input_fps"] == pytest.approx(10.0) and math.isnan(outcome["output_fps"])
-    # the same miss at a node that was dropping frames is its queue, not a loss
-    after["detection_node"] = (6, 5, 1)
-    saturated = run_outcome(outputs, published, ["segmentation", "detections"], ["segmentation_node", "detection_node"],
-                            before, after)
-    assert saturated["nodes"]["detection_node"]["not_received"] == 1 and saturated["lost"] == 0
+    after["detection_node"] = (4, 4, 0)  # a node the stream never reached
+    assert run_outcome(outputs, published, topics, nodes, before, after)["silent_nodes"] == ["detection_node"]

@@ -33,6 +33,6 @@ def test_demo_compares_both_graphs_on_real_images_with_the_shipped_checkpoints(t
         report = json.loads((out / graph / "report.json").read_text())
         assert report["frames"]["answered"] == report["frames"]["published"] == 14
         [run] = report["fixed_rate"]
-        assert run["rate_hz"] == 10.0 and run["published"] == 20 and run["lost"] == 0
+        assert run["rate_hz"] == 10.0 and run["published"] == 20 and not run["silent_nodes"]
         assert len(list((out / graph / "overlays").glob("*.png"))) == 3
     assert (out / "latency_cdf.png").stat().st_size > 1000

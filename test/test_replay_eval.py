@@ -77,7 +77,10 @@ def test_replay_eval_reports_accuracy_latency_memory_and_size(bag, checkpoints, 
         assert report["memory"]["rss_peak_mb"][node] > 50
     assert report["memory"]["inference_rss_mb"] == pytest.approx(sum(report["memory"]["rss_peak_mb"][n] for n in nodes))
     [run] = report["fixed_rate"]
-    assert run["rate_hz"] == 5.0 and run["published"] == 5 and run["lost"] == 0
+    assert run["rate_hz"] == 5.0 and run["published"] == 5 and not run["silent_nodes"]
+    for node in nodes:  # every frame sent is answered, dropped by the node, or never reached it
+        counts = run["nodes"][node]
+        assert counts["processed"] + counts["dropped"] == counts["received"] == 5 - counts["not_received"]
     assert set(run["cpu_percent"]) == set(run["rss_mb"]) == {s.executable for s in GRAPHS[graph]}
     assert "## Fixed-rate runs" in (out / "report.md").read_text()
     expected_size = sum(checkpoints[k].stat().st_size for k in (["multitask"] if graph == "multitask" else ["segmentation", "detection"]))
@@ -238,8 +241,8 @@ def _slow_params(tmp_path):
 
 
 def test_at_rate_a_slower_node_drops_frames_and_the_report_counts_them(tmp_path, checkpoints):
-    """12 frames at 50 Hz into a node that needs far longer per frame: every frame is either
-    answered or dropped by the node, none lost, the run is complete, and no latency exceeds the run."""
+    """12 frames at 50 Hz into a node that needs far longer per frame: every frame is answered,
+    dropped or never reached the busy node; the run is complete; no latency exceeds the run."""
     from mtl_perception.bags.make_bag import write_bag
     from mtl_perception.bags.reader import BagReader
     from mtl_perception.bags.typestore import deserialize
@@ -251,10 +254,13 @@ def test_at_rate_a_slower_node_drops_frames_and_the_report_counts_them(tmp_path,
     report = run_replay(bag_path, "multitask", tmp_path / "out", mode="rate", rate=10.0, params_file=str(_slow_params(tmp_path)),
                         arguments=_arguments(checkpoints, "multitask"), overlays=2)
     counts = report["frames"]["by_node"]["multitask_node"]
-    assert counts["received"] == 12 and counts["lost"] == 0 and counts["dropped"] >= 1
-    assert report["frames"]["answered"] + counts["dropped"] == report["frames"]["published"] == 12
+    # Every frame is answered, dropped by the node (newest wins), or replaced in its keep-last-1
+    # queue before its callback saw it (counted as not received); either way a result, not a failure.
+    assert counts["dropped"] + counts["not_received"] >= 1
     assert report["frames"]["answered"] == counts["processed"]
-    assert report["complete"] and report["frames"]["lost"] == 0
+    assert report["frames"]["answered"] + counts["dropped"] == counts["received"]
+    assert counts["received"] + counts["not_received"] == report["frames"]["published"] == 12
+    assert report["complete"] and report["frames"]["not_received"] == counts["not_received"]
     # The run lasts at most the sending (12 frames at 50 Hz) plus the node's work on every frame
     # it processed (its InferenceStats, read back from the output bag).
     stamps = {f.stamp_ns for f in BagReader(bag_path).frames(decode=False)}

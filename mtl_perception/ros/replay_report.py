@@ -114,7 +114,7 @@ def consumer_sentence(graph: str, run: dict, nodes: list[str]) -> str:
 
 def replay_markdown(report: dict) -> str:
     """One graph's replay report as Markdown."""
-    status = "complete" if report["complete"] else "**INCOMPLETE: frames were lost where they should not be**"
+    status = "complete" if report["complete"] else "**INCOMPLETE: frames were lost where they should not be (see the warnings)**"
     frames = report["frames"]
     lat = report["latency_ms"]
     lines = [
@@ -136,8 +136,8 @@ def replay_markdown(report: dict) -> str:
         "| measure | value |", "|---|---:|",
         f"| frames with every output / published | {frames['answered']} / {frames['published']} |",
         f"| answered per output | {per_output} |",
-        f"| frames dropped by the nodes (newest frame wins) / not received / lost | "
-        f"{frames['dropped']} / {frames['not_received']} / {frames['lost']} |",
+        f"| frames dropped by the nodes (newest frame wins) / never received by a node | "
+        f"{frames['dropped']} / {frames['not_received']} |",
         f"| end-to-end latency p50 / p90 / p99 (ms) | {_fmt(lat['p50'])} / {_fmt(lat['p90'])} / {_fmt(lat['p99'])} |",
         f"| answered frames/s (first to last answer) | {_fmt(report['throughput_fps'], 2)} |",
         f"| Predictor alone p50 (ms), same frames | {_fmt(report['overhead']['predictor_p50_ms'])} |",
@@ -181,7 +181,7 @@ def _peak_text(peak: dict) -> str:
 
 def fixed_rate_table(reports: dict[str, dict]) -> list[str]:
     """Markdown rows: one per graph and rate."""
-    lines = ["| graph | rate (Hz) | sent | per output | every output | dropped / not received / lost | "
+    lines = ["| graph | rate (Hz) | sent | per output | every output | dropped / not received | "
              "latency p50 / p90 / p99 (ms) | jitter (ms) | out (fps) | CPU % of one core (per process) | RSS (MB) |",
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for graph, report in reports.items():
@@ -191,7 +191,7 @@ def fixed_rate_table(reports: dict[str, dict]) -> list[str]:
             cpu = ", ".join(f"{n} {_fmt(v, 0)}" for n, v in run["cpu_percent"].items())
             rss = ", ".join(f"{n} {_fmt(v, 0)}" for n, v in run["rss_mb"].items())
             lines.append(f"| {graph} | {run['rate_hz']:g} | {run['published']} | {per_output} | {run['answered']} | "
-                         f"{run['dropped']} / {run['not_received']} / {run['lost']} | {_fmt(lat['p50'])} / {_fmt(lat['p90'])} / {_fmt(lat['p99'])} | "
+                         f"{run['dropped']} / {run['not_received']} | {_fmt(lat['p50'])} / {_fmt(lat['p90'])} / {_fmt(lat['p99'])} | "
                          f"{_fmt(run['jitter_ms'])} | {_fmt(run['output_fps'])} | {cpu} | {rss} |")
     return lines
 

@@ -130,8 +130,8 @@ def run_outcome(replay: ReplayNode, published: dict[int, float], topics, nodes: 
         ``input_fps``/``output_fps``; ``jitter_ms`` (std of the intervals between answered
         frames); ``nodes`` (node → received/processed/dropped/lost in this run, from its
         counters); ``dropped`` (sum of the nodes' drops); ``not_received`` (most frames a node
-        never received); ``lost`` (of those, the ones a node that dropped nothing never received:
-        lost where they should not be).
+        never received: replaced in its keep-last-1 queue, or lost on the way); ``silent_nodes``
+        (nodes that received none of the frames: the stream never reached them).
     """
     with replay.condition:
         first = {t: dict(replay.first_arrival[t]) for t in topics}
@@ -143,11 +143,10 @@ def run_outcome(replay: ReplayNode, published: dict[int, float], topics, nodes: 
     node_counts = {}
     for node in nodes:
         received, processed, dropped = (a - b for a, b in zip(after.get(node, (0, 0, 0)), before.get(node, (0, 0, 0))))
-        missing = max(0, len(published) - received)
-        # A saturated node's camera queue (keep last 1) lets DDS replace unread frames: part of
-        # newest-frame-wins. Frames a node that dropped nothing never received were lost.
+        # The camera queue keeps the last frame: while the node's executor is busy or starved, DDS
+        # replaces unread frames before the callback sees them (newest frame wins one step earlier).
         node_counts[node] = {"received": received, "processed": processed, "dropped": dropped,
-                             "not_received": missing, "lost": missing if dropped == 0 else 0}
+                             "not_received": max(0, len(published) - received)}
     return {
         "published": len(published),
         "per_output": per_output,
@@ -160,7 +159,7 @@ def run_outcome(replay: ReplayNode, published: dict[int, float], topics, nodes: 
         "nodes": node_counts,
         "dropped": sum(c["dropped"] for c in node_counts.values()),
         "not_received": max((c["not_received"] for c in node_counts.values()), default=0),
-        "lost": max((c["lost"] for c in node_counts.values()), default=0),
+        "silent_nodes": [n for n, c in node_counts.items() if published and c["received"] == 0],
     }
 
 
