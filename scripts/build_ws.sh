@@ -36,6 +36,11 @@ export PATH=$venv/bin:$PATH
 export AMENT_PREFIX_PATH=$venv
 
 cd "$ws"
+# --symlink-install leaves a dangling link behind for every renamed or deleted
+# source file; a stale module there would still be found by imports and tests.
+if [ -d "$ws/install" ]; then
+  find "$ws/install" -xtype l -delete
+fi
 # One build at a time: several people share this checkout.
 exec flock "$ws/.build.lock" \
   colcon --log-base "$ws/log" build \
