@@ -19,6 +19,11 @@ there is a core to spare). Runs, in order:
 3. the peak-throughput search (``--peak``, :mod:`mtl_perception.ros.throughput`);
 4. a few overlays saved as PNG (fresh stamps, after everything is measured).
 
+Modules: :mod:`.replay_messages` (types, stamps), :mod:`.replay_node` (publisher,
+subscriptions, output bag), :mod:`.process_sampler` (RSS/CPU from /proc),
+:mod:`.predictor_baseline`, :mod:`.replay_runs` (the runs), :mod:`.throughput` (rate search),
+:mod:`.replay_report` (scores, report, Markdown, Table II); this one orchestrates and is the CLI.
+
 Frames a node drops because a newer one arrived (newest frame wins) are a result, and so
 are frames it never received at rate (its keep-last-1 camera queue let DDS replace them
 while it was busy, as best-effort camera QoS allows); both are counted and reported.
@@ -37,24 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_perception.atomic import write_text_atomic
 from mtl_perception.bags.errors import BagError
 from mtl_perception.bags.reader import BagReader
-from mtl_perception.bags.writer import BagWriter
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.evaluation.report import per_class_from, plot_latency_cdf, plot_per_class, write_json
-from mtl_perception.ros.budget import (ComputeBudget, add_budget_arguments, budget_from_args, check_device, format_cpu_list,
-                                      pinned, plan_budget)
+from mtl_perception.ros.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned, plan_budget
 from mtl_perception.ros.graph import DEFAULT_PARAMS, GRAPHS, check_checkpoints, node_parameters, start_graph, use_localhost_transport
-from mtl_perception.ros.paths import resolve_package_path
 from mtl_perception.ros.predictor_baseline import predictor_baseline
 from mtl_perception.ros.process_sampler import ProcessSampler
-from mtl_perception.ros.replay_messages import OUTPUT_TYPES, REQUIRED_TOPICS
+from mtl_perception.ros.replay_messages import REQUIRED_TOPICS
 from mtl_perception.ros.replay_node import ReplayNode
-from mtl_perception.ros.replay_report import accuracy, node_statistics, replay_markdown
+from mtl_perception.ros.replay_report import build_report, replay_markdown, write_report
 from mtl_perception.ros.replay_runs import (ReplayError, capture_overlays, check_alive, fixed_rate_run, peak_throughput,
                                             run_bag_rate, run_lockstep, run_outcome, settle, wait_until_ready)
-from mtl_perception.ros.throughput import events_per_second
 
 NAMESPACE = "replay"
 DEFAULT_FIXED_RATES = (10.0, 30.0)
@@ -153,12 +152,12 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         if replay is not None:
             replay.shutdown()
         graph_processes.stop()
-    report = _build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nodes, parameters, baseline,
-                           truth_boxes, truth_masks, bag_classes, warnings)
+    report = build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nodes, parameters, baseline,
+                          truth_boxes, truth_masks, bag_classes, warnings)
     report["machine"] = {"cpus": os.cpu_count(), "loadavg_1min": [load_start, os.getloadavg()[0]]}
     if record:
-        report["output_bag"] = str(_record(replay, out_dir / "outputs_bag"))
-    _write_report(report, out_dir)
+        report["output_bag"] = str(replay.record(out_dir / "outputs_bag"))
+    write_report(report, out_dir)
     return report
 
 
@@ -188,101 +187,6 @@ def _measure(replay: ReplayNode, graph, nodes, frames, messages, topics, mode, r
         print(f"[replay] {graph}: searching the peak throughput", flush=True)
         search = peak_throughput(replay, messages, topics, nodes, 1e3 / estimate, quiet_s, alive, **peak_options).as_dict()
     return {"main": main_run, "published": published, "fixed_rate": fixed, "peak_throughput": search}
-
-
-def _record(replay: ReplayNode, path: Path) -> Path:
-    with BagWriter(path, force=True) as writer:
-        for topic, arrivals in replay.received.items():
-            for arrival in arrivals:
-                if arrival.raw is not None:
-                    writer.write(f"/{NAMESPACE}/{topic}", OUTPUT_TYPES[topic], arrival.wall_ns, arrival.raw)
-    return path
-
-
-def _build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nodes, parameters, baseline, truth_boxes,
-                  truth_masks, bag_classes, warnings) -> dict:
-    main_run, published = results["main"], results["published"]
-    stamps = set(published)
-    node_stats = node_statistics(replay.stats, stamps)
-    sizes = {}
-    for node in nodes:
-        path = resolve_package_path(str(parameters[node]["checkpoint"]))
-        sizes[node] = {"path": str(path), "size_mb": path.stat().st_size / 2**20}
-    scores = accuracy(replay.received, stamps, baseline["class_names"], bag_classes, truth_boxes, truth_masks, warnings)
-    summary = main_run["latency_ms"]
-    device = next((node_stats[n].get("device") for n in nodes if node_stats.get(n, {}).get("device")), baseline["device"])
-    gpu = sum(node_stats.get(n, {}).get("gpu_allocated_mb_max", 0.0) for n in nodes)
-    answered_times = sorted(published[s] + v / 1e3 for s, v in main_run["latencies_ms"].items())
-    unanswered = main_run["published"] - main_run["answered"] if mode == "lockstep" else 0
-    if unanswered:
-        warnings.append(f"{unanswered} of {main_run['published']} frames were never answered in lockstep: the report is incomplete")
-    runs = [("the accuracy pass", main_run)] + [(f"the {r['rate_hz']:g} Hz run", r) for r in results["fixed_rate"]]
-    silent = [(name, run["silent_nodes"]) for name, run in runs if run["silent_nodes"]]
-    for name, nodes_without in silent:
-        warnings.append(f"in {name} {', '.join(nodes_without)} received no frame at all: the report is incomplete")
-    for name, run in runs:
-        if run["not_received"] and not run["silent_nodes"]:
-            warnings.append(f"in {name} a node never received {run['not_received']} of {run['published']} frames (its "
-                            "keep-last-1 camera queue was overwritten while it was busy, or they were lost on the way)")
-    _warn_contention(results["fixed_rate"], budget, warnings)
-    return {
-        "graph": graph,
-        "bag": str(bag_path),
-        "mode": mode,
-        "rate": rate,
-        "device": device,
-        "budget": budget.as_dict(),
-        "inference_nodes": nodes,
-        "complete": not unanswered and not silent,
-        "warnings": warnings,
-        "frames": {"published": main_run["published"], "answered": main_run["answered"],
-                   "per_output": main_run["per_output"], "missing": main_run["published"] - main_run["answered"],
-                   "dropped": main_run["dropped"], "not_received": main_run["not_received"], "resent": main_run["resent"],
-                   "by_node": main_run["nodes"]},
-        "latency_ms": summary,
-        "latencies_ms": [main_run["latencies_ms"].get(s, float("nan")) for s in published],
-        "throughput_fps": events_per_second(answered_times),
-        "frames_dropped_by_nodes": main_run["dropped"],
-        "inference_ms_per_frame": sum(node_stats.get(n, {}).get("inference_ms_p50", float("nan")) for n in nodes),
-        "nodes": node_stats,
-        "processes": results.get("processes", {}),
-        "memory": {"inference_rss_mb": sum(rss.get(n, 0.0) for n in nodes), "rss_peak_mb": rss, "gpu_allocated_mb": gpu},
-        "checkpoints": sizes,
-        "size_mb": sum(s["size_mb"] for s in sizes.values()),
-        "accuracy": scores,
-        "overhead": {"predictor_p50_ms": baseline["predictor_p50_ms"], "end_to_end_p50_ms": summary["p50"],
-                     "ratio": summary["p50"] / baseline["predictor_p50_ms"] if baseline["predictor_p50_ms"] else float("nan"),
-                     "frames": baseline["frames"]},
-        "fixed_rate": results["fixed_rate"],
-        "peak_throughput": results["peak_throughput"],
-        "overlays": results.get("overlays", []),
-    }
-
-
-def _warn_contention(runs: list[dict], budget: ComputeBudget, warnings: list[str]) -> None:
-    """A graph that falls behind (drops > 5 %) while using under 80 % of its CPUs shared them with other load."""
-    if not budget.graph_cpus:
-        return
-    for run in runs:
-        used = sum(v for v in run["cpu_percent"].values() if np.isfinite(v))
-        if run["dropped"] > 0.05 * run["published"] and used < 80.0 * len(budget.graph_cpus):
-            warnings.append(f"at {run['rate_hz']:g} Hz the graph dropped frames while its processes used {used:.0f}% of "
-                            f"{len(budget.graph_cpus) * 100}% (CPU {format_cpu_list(budget.graph_cpus)}): "
-                            "other processes were running on the graph's CPUs, so its figures are contended")
-
-
-def _write_report(report: dict, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots = [str(plot_latency_cdf({report["graph"]: report["latencies_ms"]}, out_dir / "latency_cdf.png"))]
-    iou = per_class_from({report["graph"]: report}, "segmentation", "per_class_iou")
-    if iou:
-        plots.append(str(plot_per_class(iou, "IoU per class", out_dir / "per_class_iou.png")))
-    ap = per_class_from({report["graph"]: report}, "detection", "per_class_ap_voc")
-    if ap:
-        plots.append(str(plot_per_class(ap, "AP50 per class", out_dir / "per_class_ap.png")))
-    report["plots"] = plots
-    write_json(out_dir / "report.json", report)
-    write_text_atomic(out_dir / "report.md", replay_markdown(report))
 
 
 def _rates(text: str) -> tuple[float, ...]:

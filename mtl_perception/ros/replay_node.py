@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from mtl_perception.ros.replay_messages import OUTPUT_TYPES, camera_class, deserialize, message_class, set_stamp, stamp_ns
 
@@ -134,6 +135,17 @@ class ReplayNode:
         """Monotonic time of the latest output on any topic (0 if none)."""
         with self.condition:
             return max((items[-1].time for items in self.received.values() if items), default=0.0)
+
+    def record(self, path: Path) -> Path:
+        """Write every output whose bytes were kept into a rosbag2 at ``path`` (receive wall times)."""
+        from mtl_perception.bags.writer import BagWriter
+
+        with BagWriter(path, force=True) as writer:
+            for topic, arrivals in self.received.items():
+                for arrival in arrivals:
+                    if arrival.raw is not None:
+                        writer.write(f"/{self.namespace}/{topic}", OUTPUT_TYPES[topic], arrival.wall_ns, arrival.raw)
+        return path
 
     def shutdown(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

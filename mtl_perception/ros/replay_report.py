@@ -8,8 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_perception.evaluation.report import latency_summary, ratio
+from mtl_perception.atomic import write_text_atomic
+from mtl_perception.evaluation.report import (latency_summary, per_class_from, plot_latency_cdf, plot_per_class, ratio,
+                                              write_json)
 from mtl_perception.metrics import ConfusionMatrix, DetectionEvaluator
+from mtl_perception.ros.budget import ComputeBudget, format_cpu_list
+from mtl_perception.ros.paths import resolve_package_path
+from mtl_perception.ros.throughput import events_per_second
 
 
 def _fmt(value, digits: int = 1, suffix: str = "") -> str:
@@ -98,6 +103,94 @@ def accuracy(received: dict[str, list], stamps: set[int], class_names: dict, bag
         det["frames"] = len(seen)
         result["detection"] = det
     return result
+
+
+def build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nodes, parameters, baseline, truth_boxes,
+                 truth_masks, bag_classes, warnings) -> dict:
+    """The replay report of one graph from the runs' figures (:func:`~mtl_perception.ros.replay_eval.run_replay`)."""
+    main_run, published = results["main"], results["published"]
+    stamps = set(published)
+    node_stats = node_statistics(replay.stats, stamps)
+    sizes = {}
+    for node in nodes:
+        path = resolve_package_path(str(parameters[node]["checkpoint"]))
+        sizes[node] = {"path": str(path), "size_mb": path.stat().st_size / 2**20}
+    scores = accuracy(replay.received, stamps, baseline["class_names"], bag_classes, truth_boxes, truth_masks, warnings)
+    summary = main_run["latency_ms"]
+    device = next((node_stats[n].get("device") for n in nodes if node_stats.get(n, {}).get("device")), baseline["device"])
+    gpu = sum(node_stats.get(n, {}).get("gpu_allocated_mb_max", 0.0) for n in nodes)
+    answered_times = sorted(published[s] + v / 1e3 for s, v in main_run["latencies_ms"].items())
+    unanswered = main_run["published"] - main_run["answered"] if mode == "lockstep" else 0
+    if unanswered:
+        warnings.append(f"{unanswered} of {main_run['published']} frames were never answered in lockstep: the report is incomplete")
+    runs = [("the accuracy pass", main_run)] + [(f"the {r['rate_hz']:g} Hz run", r) for r in results["fixed_rate"]]
+    silent = [(name, run["silent_nodes"]) for name, run in runs if run["silent_nodes"]]
+    for name, nodes_without in silent:
+        warnings.append(f"in {name} {', '.join(nodes_without)} received no frame at all: the report is incomplete")
+    for name, run in runs:
+        if run["not_received"] and not run["silent_nodes"]:
+            warnings.append(f"in {name} a node never received {run['not_received']} of {run['published']} frames (its "
+                            "keep-last-1 camera queue was overwritten while it was busy, or they were lost on the way)")
+    warn_contention(results["fixed_rate"], budget, warnings)
+    return {
+        "graph": graph,
+        "bag": str(bag_path),
+        "mode": mode,
+        "rate": rate,
+        "device": device,
+        "budget": budget.as_dict(),
+        "inference_nodes": nodes,
+        "complete": not unanswered and not silent,
+        "warnings": warnings,
+        "frames": {"published": main_run["published"], "answered": main_run["answered"],
+                   "per_output": main_run["per_output"], "missing": main_run["published"] - main_run["answered"],
+                   "dropped": main_run["dropped"], "not_received": main_run["not_received"], "resent": main_run["resent"],
+                   "by_node": main_run["nodes"]},
+        "latency_ms": summary,
+        "latencies_ms": [main_run["latencies_ms"].get(s, float("nan")) for s in published],
+        "throughput_fps": events_per_second(answered_times),
+        "frames_dropped_by_nodes": main_run["dropped"],
+        "inference_ms_per_frame": sum(node_stats.get(n, {}).get("inference_ms_p50", float("nan")) for n in nodes),
+        "nodes": node_stats,
+        "processes": results.get("processes", {}),
+        "memory": {"inference_rss_mb": sum(rss.get(n, 0.0) for n in nodes), "rss_peak_mb": rss, "gpu_allocated_mb": gpu},
+        "checkpoints": sizes,
+        "size_mb": sum(s["size_mb"] for s in sizes.values()),
+        "accuracy": scores,
+        "overhead": {"predictor_p50_ms": baseline["predictor_p50_ms"], "end_to_end_p50_ms": summary["p50"],
+                     "ratio": summary["p50"] / baseline["predictor_p50_ms"] if baseline["predictor_p50_ms"] else float("nan"),
+                     "frames": baseline["frames"]},
+        "fixed_rate": results["fixed_rate"],
+        "peak_throughput": results["peak_throughput"],
+        "overlays": results.get("overlays", []),
+    }
+
+
+def warn_contention(runs: list[dict], budget: ComputeBudget, warnings: list[str]) -> None:
+    """A graph that falls behind (drops > 5 %) while using under 80 % of its CPUs shared them with other load."""
+    if not budget.graph_cpus:
+        return
+    for run in runs:
+        used = sum(v for v in run["cpu_percent"].values() if np.isfinite(v))
+        if run["dropped"] > 0.05 * run["published"] and used < 80.0 * len(budget.graph_cpus):
+            warnings.append(f"at {run['rate_hz']:g} Hz the graph dropped frames while its processes used {used:.0f}% of "
+                            f"{len(budget.graph_cpus) * 100}% (CPU {format_cpu_list(budget.graph_cpus)}): "
+                            "other processes were running on the graph's CPUs, so its figures are contended")
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    """report.json, report.md and the plots into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = [str(plot_latency_cdf({report["graph"]: report["latencies_ms"]}, out_dir / "latency_cdf.png"))]
+    iou = per_class_from({report["graph"]: report}, "segmentation", "per_class_iou")
+    if iou:
+        plots.append(str(plot_per_class(iou, "IoU per class", out_dir / "per_class_iou.png")))
+    ap = per_class_from({report["graph"]: report}, "detection", "per_class_ap_voc")
+    if ap:
+        plots.append(str(plot_per_class(ap, "AP50 per class", out_dir / "per_class_ap.png")))
+    report["plots"] = plots
+    write_json(out_dir / "report.json", report)
+    write_text_atomic(out_dir / "report.md", replay_markdown(report))
 
 
 def consumer_sentence(graph: str, run: dict, nodes: list[str]) -> str:
