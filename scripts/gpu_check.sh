@@ -147,7 +147,7 @@ step_install() {
     [ ${#subset[@]} -gt 0 ] || fail "no pure-Python wheel in $wheels to install in the dry run"
     # --ignore-installed: the dev venv beneath holds the same versions, which would satisfy pip.
     "${pip[@]}" --no-deps --ignore-installed "${subset[@]}" || fail "pip install of the pure-Python wheels failed"
-  elif ! "${pip[@]}" -r "$wheels/roots.txt"; then
+  elif ! "${pip[@]}" -r "$wheels/pins.txt"; then   # exact versions; what they need beyond comes from the device
     echo "[install] resolving against the device's packages failed; installing every wheel with --no-deps"
     "${pip[@]}" --no-deps "$wheels"/*.whl || fail "pip install --no-deps of the carried wheels failed"
     "$venv/bin/python" -m pip check || echo "[install] pip check: see above (the device's own versions differ)"
@@ -167,20 +167,28 @@ json.dump(data, open(links, "w"))' "$venv/$path" "$links"
   fi
   "$repo_root/scripts/fix_ros_cmake_paths.sh" "$venv" || fail "fix_ros_cmake_paths.sh failed"
   # What the venv holds now (its own site-packages), for the report.
-  "$venv/bin/python" - "$work/installed.json" "$dry" <<'PY' || fail "the installed packages do not import"
+  "$venv/bin/python" - "$work/installed.json" "$dry" "$work/logs/install.reason" <<'PY' || exit 1
 import importlib, json, sys, sysconfig
 from importlib import metadata
 site = sysconfig.get_paths()["purelib"]
 own = sorted(f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions(path=[site]))
-info = {"installed": own, "python": sys.version.split()[0]}
+info = {"installed": own, "python": sys.version.split()[0], "imports": {}}
 if sys.argv[2] != "1":
     for module in ("rclpy", "rosbags", "faster_coco_eval", "colcon_core", "torch", "torchvision"):
-        info.setdefault("imports", {})[module] = getattr(importlib.import_module(module), "__version__", "ok")
-    import torch
-    info["cuda"] = torch.cuda.is_available()
-    info["gpu"] = torch.cuda.get_device_name(0) if info["cuda"] else None
+        try:
+            info["imports"][module] = str(getattr(importlib.import_module(module), "__version__", "ok"))
+        except Exception as exc:  # reported, not raised: the reason names every module that failed
+            info["imports"][module] = f"FAILED: {type(exc).__name__}: {exc}"
+    if "FAILED" not in info["imports"]["torch"]:
+        import torch
+        info["cuda"] = torch.cuda.is_available()
+        info["gpu"] = torch.cuda.get_device_name(0) if info["cuda"] else None
 json.dump(info, open(sys.argv[1], "w"), indent=1)
 print(json.dumps(info)[:2000])
+failed = [m for m, v in info["imports"].items() if v.startswith("FAILED")]
+if failed:
+    open(sys.argv[3], "w").write("these do not import in the venv: " + "; ".join(f"{m} ({info['imports'][m][8:]})" for m in failed))
+    sys.exit(1)
 PY
 }
 
