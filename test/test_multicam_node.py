@@ -28,13 +28,19 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def multicam(tmp_path_factory, checkpoints, ros_node):
-    """One multicam_node in namespace /mc serving front, down and left; ``sent`` counts frames per camera."""
+    """One multicam_node in namespace /mc serving front, down and left in passes of up to 3 frames;
+    ``sent`` counts frames per camera."""
     log_dir = tmp_path_factory.mktemp("multicam")
     command = node_command("multicam_node", f"checkpoint:={checkpoints['multitask']}", "device:=cpu", "cpu_threads:=1",
-                           f"score_threshold:={SCORE_THRESHOLD}", f"cameras:=[{','.join(CAMERAS)}]") + ["-r", "__ns:=/mc"]
+                           f"score_threshold:={SCORE_THRESHOLD}", f"cameras:=[{','.join(CAMERAS)}]",
+                           "max_batch:=3") + ["-r", "__ns:=/mc"]  # max_batch: the CPU's default is 1
     process = ros_harness.start_process(command, log_dir / "multicam_node.log", cwd=log_dir)
-    for camera in CAMERAS:
-        ros_node.wait_for_subscriber(f"/mc/{camera}/image", timeout=60)
+    try:
+        for camera in CAMERAS:
+            ros_node.wait_for_subscriber(f"/mc/{camera}/image", timeout=60)
+    except TimeoutError:
+        process.stop()
+        raise AssertionError(f"multicam_node did not subscribe:\n{process.output()[-3000:]}")
     publishers = {camera: sensor_publisher(ros_node.node, f"/mc/{camera}/image") for camera in CAMERAS}
     yield {"process": process, "publishers": publishers, "sent": collections.Counter()}
     for publisher in publishers.values():
