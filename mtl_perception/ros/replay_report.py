@@ -222,7 +222,8 @@ def replay_markdown(report: dict) -> str:
     if report.get("machine"):
         machine = report["machine"]
         lines += [f"Machine: {machine['cpus']} CPUs; 1-minute load average {machine['loadavg_1min'][0]:.1f} at the start, "
-                  f"{machine['loadavg_1min'][1]:.1f} at the end (above the graph's own processes, other load shares its CPUs).", ""]
+                  f"{machine['loadavg_1min'][1]:.1f} at the end (with the graph's own processes; beyond them, other load "
+                  "shared the CPUs).", ""]
     lines += [f"- warning: {w}" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
     per_output = " / ".join(f"{t} {n}" for t, n in frames["per_output"].items())
     lines += [
