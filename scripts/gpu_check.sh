@@ -117,7 +117,10 @@ export repo_root work dry out wheels device base_python runtime_venv tests_k rep
 export PYTHONUNBUFFERED=1 MTL_TEST_NO_AUTO_BUILD=1
 
 skip() { echo "$*" > "$work/logs/$step.reason"; exit 77; }
-fail() { echo "$*" > "$work/logs/$step.reason"; echo "error: $*" >&2; exit 1; }
+fail() {  # the step's own last error line, if it printed one, joins the reason
+  local cause; cause=$(grep -i "error" "$work/logs/$step.log" 2>/dev/null | tail -1 | cut -c1-300)
+  echo "$*${cause:+: $cause}" > "$work/logs/$step.reason"; echo "error: $*" >&2; exit 1
+}
 ros_env() { VENV=$runtime_venv . "$repo_root/scripts/ros_env.sh" || fail "scripts/ros_env.sh: no runtime (venv $runtime_venv, .ws)"; }
 export -f skip fail ros_env
 
@@ -227,7 +230,7 @@ bench() {  # bench NAME TRUNK H W ARGS...
   ros_env
   python -P -m mtl_perception.bench $bench_args --trunk "$trunk" --input-size "$h" "$w" --out "$work/$name" "$@"
   rc=$?
-  [ $rc = 0 ] || fail "mtl_perception.bench exited $rc (bench.json says which variant)"
+  [ $rc = 0 ] || fail "mtl_perception.bench exited $rc (1: a variant failed, bench.json says which)"
 }
 export -f bench
 step_bench_resnet50() { step=bench_resnet50; bench bench_resnet50 resnet50 $r50 --precision fp32 fp16 bf16 --mode eager cuda_graph; }
@@ -284,7 +287,7 @@ PY
     --detection-checkpoint "$detection" --budget shared --mode lockstep --fixed-rates 30 \
     --fixed-seconds "$replay_seconds" $replay_peak --overlays 0
   rc=$?
-  [ $rc = 0 ] || fail "mtl_perception.ros.compare exited $rc (3: frames lost; compare.md says where)"
+  [ $rc = 0 ] || fail "mtl_perception.ros.compare exited $rc (3: frames were lost, replay.md says where)"
   [ "$replay_peak" = --peak ] || echo "dry run: no peak-throughput search (its binary search takes minutes on this CPU)" \
     > "$work/logs/replay.reason"
 }
