@@ -9,6 +9,7 @@ beside each frame with the same header and bag time (see :mod:`.topics`). Exampl
     make-bag out_bag --dataset deepforest_trees --dataset-option split=heldout
     make-bag out_bag --dataset-config config/datasets/uavid_val.yaml --storage sqlite3
     make-bag out_bag --demo
+    make-bag rig_bag --merge-cameras /front/image=front_bag /down/image=down_bag
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Sequence
 from mtl_perception.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 from .demo import make_demo_bag
+from .multicam_bag import merge_camera_bags, parse_camera_sources
 from .errors import BagError
 from .frames_to_bag import (  # noqa: F401 (write_bag, frame_stamp_ns: the library API, also importable from here)
     COMPRESSIONS,
@@ -55,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "solaris_buildings, voc, seg_folder, coco, sdd; options with --dataset-option")
     source.add_argument("--dataset-config", type=Path, metavar="YAML", help="YAML dataset config (mapping with 'type')")
     source.add_argument("--demo", action="store_true", help="the demo bag from packaged aerial sample images")
+    source.add_argument("--merge-cameras", nargs="+", metavar="TOPIC=BAG",
+                        help="one bag with an image topic per camera, from camera bags (see bags/multicam_bag.py)")
     parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset argument (YAML value), repeatable, e.g. split=heldout")
     parser.add_argument("--rate", type=float, help=f"frame rate in Hz (default the video's, else {DEFAULT_RATE_HZ:g})")
@@ -106,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         resize=tuple(args.resize) if args.resize else None, force=args.force, progress=not args.quiet,
     )
     try:
+        if args.merge_cameras:
+            counts = merge_camera_bags(parse_camera_sources(args.merge_cameras), args.output, start_ns=start_ns,
+                                       storage=args.storage, force=args.force)
+            print(f"wrote {args.output}: " + ", ".join(f"{n} frames on {t}" for t, n in counts.items()))
+            return EXIT_OK
         if args.demo:
             summary = make_demo_bag(args.output, **{k: v for k, v in options.items() if v is not None})
         else:
