@@ -7,7 +7,8 @@
 Sides, started one after the other with the same budget (:mod:`mtl_perception.ros.budget`: every
 node process on the same CPU set with the same torch threads, or on one GPU): ``batched`` (the
 ``multitask_multicam`` graph, once per ``--max-batch`` value) and ``per-camera`` (N ``multitask``
-graphs, namespaces ``<camera>``). Camera ``i`` replays the bag's frames from frame ``i`` on. Per side:
+graphs, namespaces ``<camera>``). Frames: see :func:`load_frames` (a ``make-bag --merge-cameras``
+bag, or one camera's bag shared). Per side:
 
 * memory: peak RSS of every node process (summed over the N nodes of ``per-camera``);
 * per-camera latency (publish → the frame's stats) at ``--rate-per-camera`` for every camera;
@@ -26,7 +27,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from mtl_perception.atomic import atomic_output, write_json_atomic, write_text_atomic
@@ -44,13 +44,28 @@ THROUGHPUT_TARGET = 1.2
 TRIAL_SECONDS = 4.0
 
 
-def load_frames(bag: Path) -> list:
-    """The bag's camera frames as sensor_msgs Image messages (decoded and re-encoded rgb8)."""
+def load_frames(bag: Path, cameras: int) -> dict[str, list]:
+    """Camera name (``cam<i>``) -> sensor_msgs Image messages (decoded, re-encoded rgb8) it replays.
+
+    A bag of ``make-bag --merge-cameras`` gives camera ``i`` its ``i``-th camera topic (and must
+    have ``cameras`` of them); a single-camera bag gives every camera its frames, camera ``i``
+    starting at frame ``i`` so that the cameras show different frames at any moment.
+    """
+    from mtl_perception.bags.multicam_bag import camera_topics
     from mtl_perception.bags.reader import open_bag
     from mtl_perception.ros.image_msg_builders import array_to_image_msg
 
-    with open_bag(bag) as reader:
-        return [array_to_image_msg(frame.image, "rgb8") for frame in reader.frames()]
+    def read(topic: str | None) -> list:
+        with open_bag(bag, camera_topic=topic) as reader:
+            return [array_to_image_msg(frame.image, "rgb8") for frame in reader.frames()]
+
+    topics = camera_topics(bag)
+    if topics:
+        if len(topics) != cameras:
+            raise ValueError(f"{bag} has {len(topics)} camera topics {topics}; --cameras is {cameras}")
+        return {f"cam{i}": read(topic) for i, topic in enumerate(topics)}
+    frames = read(None)
+    return {f"cam{i}": frames[i % len(frames):] + frames[:i % len(frames)] for i in range(cameras)}
 
 
 class GraphFailed(RuntimeError):
@@ -69,7 +84,7 @@ def _params_with(params_file: str, max_batch: int, directory: str) -> Path:
     return path
 
 
-def measure_side(name: str, graphs: list, replay: MulticamReplay, args, cameras: list[str]) -> dict:
+def measure_side(name: str, graphs: list, replay: MulticamReplay, args) -> dict:
     """Warm up, time the fixed-rate run and the peak search of one side; its graphs stay running."""
     pids = {f"{key}/{node}": pid for key, graph in graphs for node, pid in graph.pids().items()}
     sampler = ProcessSampler(pids)
@@ -79,6 +94,7 @@ def measure_side(name: str, graphs: list, replay: MulticamReplay, args, cameras:
             if graph.exited():
                 raise GraphFailed(f"{name}: {key} exited {graph.exited()}")
 
+    cameras = replay.cameras
     try:
         if not replay.warm_up():
             alive()
@@ -102,8 +118,8 @@ def measure_side(name: str, graphs: list, replay: MulticamReplay, args, cameras:
             "peak": peak.as_dict()}
 
 
-def run_side(name: str, specs: list[tuple[str, dict]], namespace: str, cameras: list[str], frames: list,
-             budget, args, log_dir: Path) -> dict:
+def run_side(name: str, specs: list[tuple[str, dict]], namespace: str, frames: dict[str, list], budget, args,
+             log_dir: Path) -> dict:
     """Start the side's graphs (``specs``: (key, start_graph keyword arguments)), measure, stop."""
     graphs = []
     replay = None
@@ -111,8 +127,8 @@ def run_side(name: str, specs: list[tuple[str, dict]], namespace: str, cameras: 
         for key, kwargs in specs:
             graphs.append((key, start_graph(log_dir=log_dir / name / key, budget=budget, **kwargs)))
         with pinned(budget.replay_cpus):
-            replay = MulticamReplay(namespace, cameras, frames)
-            return measure_side(name, graphs, replay, args, cameras)
+            replay = MulticamReplay(namespace, frames)
+            return measure_side(name, graphs, replay, args)
     finally:
         if replay is not None:
             replay.shutdown()
@@ -127,7 +143,7 @@ def ratio(numerator: float, denominator: float) -> float:
 def report_markdown(report: dict) -> str:
     lines = [f"# {report['cameras_count']} cameras: one batched node vs one node per camera", "",
              f"Budget: {report['budget']['line']}.", f"Machine: {report['machine']}.",
-             f"Frames: {report['bag']} ({report['frames']} frames; camera i starts at frame i), "
+             f"Frames: {report['bag']} (per camera: {', '.join(f'{c} {n}' for c, n in report['frames'].items())}), "
              f"checkpoint {report['checkpoint']}.", "",
              "| side | processes | RSS (MB) | aggregate peak (fps) | latency p50 per camera (ms) |",
              "|---|---|---|---|---|"]
@@ -200,14 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         if not resolve_package_path(args.checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint {args.checkpoint} is not a file")
         budget = budget_from_args(args)
-        frames = load_frames(args.bag)
+        frames = load_frames(args.bag, args.cameras)
     except (FileNotFoundError, ValueError, OSError) as exc:
         print(f"multicam_bench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # BagError and friends: a bag that cannot be read
         print(f"multicam_bench: error: {args.bag}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    cameras = [f"cam{i}" for i in range(args.cameras)]
+    cameras = list(frames)
     checkpoint = str(resolve_package_path(args.checkpoint))
     node_arguments = {"checkpoint": checkpoint, "device": args.device}
     load_start = os.getloadavg()[0]
@@ -219,17 +235,18 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"batched (max_batch {max_batch or 'auto'})"
                 specs = [("multicam", dict(graph="multitask_multicam", params_file=params, namespace="mcb",
                                            arguments={**node_arguments, "cameras": cameras}))]
-                sides.append(run_side(name, specs, "mcb", cameras, frames, budget, args, args.out / "logs"))
+                sides.append(run_side(name, specs, "mcb", frames, budget, args, args.out / "logs"))
             specs = [(camera, dict(graph="multitask", params_file=args.params, namespace=f"mcn/{camera}",
                                    camera_topic=f"/mcn/{camera}/image", arguments=node_arguments)) for camera in cameras]
-            sides.append(run_side("per-camera", specs, "mcn", cameras, frames, budget, args, args.out / "logs"))
+            sides.append(run_side("per-camera", specs, "mcn", frames, budget, args, args.out / "logs"))
     except GraphFailed as exc:
         print(f"multicam_bench: {exc}; logs in {args.out / 'logs'}", file=sys.stderr)
         return EXIT_FAILED
     machine = args.machine or f"{os.cpu_count()} CPUs"
     machine += f"; 1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     naive = sides[-1]
-    report = {"cameras_count": args.cameras, "cameras": cameras, "bag": str(args.bag), "frames": len(frames),
+    report = {"cameras_count": args.cameras, "cameras": cameras, "bag": str(args.bag),
+              "frames": {camera: len(messages) for camera, messages in frames.items()},
               "checkpoint": args.checkpoint, "device": args.device, "budget": budget.as_dict(), "machine": machine,
               "rate_per_camera_hz": args.rate_per_camera, "sides": sides,
               "versus_per_camera": {side["side"]: {"memory_x": ratio(naive["rss_mb"], side["rss_mb"]),

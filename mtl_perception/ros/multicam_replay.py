@@ -24,12 +24,10 @@ class MulticamReplay:
 
     Args:
         namespace: the graph's namespace (``mcb`` → ``/mcb/<camera>/image``).
-        cameras: camera names.
-        frames: sensor_msgs Image messages the cameras replay; camera ``i`` starts at frame ``i``,
-            so the cameras show different frames at any moment.
+        frames: camera name -> the sensor_msgs Image messages it replays (in turn, over and over).
     """
 
-    def __init__(self, namespace: str, cameras: list[str], frames: list):
+    def __init__(self, namespace: str, frames: dict[str, list]):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -38,7 +36,7 @@ class MulticamReplay:
         from sensor_msgs.msg import Image
 
         self._rclpy = rclpy
-        self.cameras = list(cameras)
+        self.cameras = list(frames)
         self.frames = frames
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
@@ -52,7 +50,7 @@ class MulticamReplay:
         self.answers: dict[int, float] = {}  # stamp (ns) → monotonic arrival of its stats
         self.condition = threading.Condition()
         self._next_stamp = _FIRST_STAMP_NS
-        self._next_frame = {name: index for index, name in enumerate(self.cameras)}
+        self._next_frame = {name: 0 for name in self.cameras}
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -68,7 +66,7 @@ class MulticamReplay:
         """Send ``camera``'s next frame with a new stamp and frame_id ``camera``; returns (stamp ns, send time)."""
         index = self._next_frame[camera]
         self._next_frame[camera] = index + 1
-        msg = self.frames[index % len(self.frames)]
+        msg = self.frames[camera][index % len(self.frames[camera])]
         self._next_stamp += 1_000_000
         stamp = self._next_stamp
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
