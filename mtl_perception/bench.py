@@ -291,6 +291,12 @@ def _fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def _setup(figures: dict) -> str:
+    """Start-up seconds; for compiled variants with the compile time in brackets."""
+    compiled = f" ({_fmt(figures['compile_s'], 1)} compile)" if figures.get("compile_s") else ""
+    return _fmt(figures["setup_s"], 1) + compiled
+
+
 def markdown_table(report: dict) -> str:
     lines = [report["budget"]["line"], "",
              f"Trunk {report['trunk']}; input {report['input_size'][0]}x{report['input_size'][1]}.", "",
@@ -307,8 +313,7 @@ def markdown_table(report: dict) -> str:
             sizes = sizes or (m, n, r)
             lines.append(f"| {variant['precision']} | {variant['mode']} | {_fmt(m['latency_ms']['p50'])} | "
                          f"{_fmt(n['latency_ms']['p50'])} | {_fmt(r['speed'])}x | {_fmt(m['memory_mb'], 1)} | "
-                         f"{_fmt(n['memory_mb'], 1)} | {_fmt(r['memory'])}x | {_fmt(m['setup_s'], 1)} / "
-                         f"{_fmt(n['setup_s'], 1)} | ok |")
+                         f"{_fmt(n['memory_mb'], 1)} | {_fmt(r['memory'])}x | {_setup(m)} / {_setup(n)} | ok |")
         else:
             lines.append(f"| {variant['precision']} | {variant['mode']} | | | | | | | | "
                          f"{variant['status']}: {variant['reason']} |")
