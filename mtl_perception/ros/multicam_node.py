@@ -69,6 +69,20 @@ class CameraStream:
     dropped: int = 0
     health: FrameHealth = field(default_factory=FrameHealth)
 
+    def offer(self, msg, received: float) -> None:
+        """Take a new frame (under the node's condition), counting the one it replaces as dropped."""
+        replaced, self.pending = self.pending, (msg, received)
+        self.received += 1
+        if replaced is not None:
+            self.dropped += 1
+            self.health.dropped()
+
+    def served(self, latency_ms: float) -> tuple[int, int, int]:
+        """Count a frame served (under the node's condition); returns (received, processed, dropped)."""
+        self.processed += 1
+        self.health.processed(latency_ms)
+        return self.received, self.processed, self.dropped
+
 
 class MulticamNode(InferenceNode):
     TASKS = ("segmentation", "detection")
@@ -135,11 +149,7 @@ class MulticamNode(InferenceNode):
         """Keep only the camera's newest frame: one still waiting is replaced and counted as dropped."""
         received = time.perf_counter()
         with self._condition:
-            camera.received += 1
-            if camera.pending is not None:
-                camera.dropped += 1
-                camera.health.dropped()
-            camera.pending = (msg, received)
+            camera.offer(msg, received)
             self._condition.notify()
 
     def _work_loop(self) -> None:
@@ -202,11 +212,9 @@ class MulticamNode(InferenceNode):
                 self._drop_frame(camera, "publishing failed", f"{type(exc).__name__}: {exc}")
                 continue
             done = time.perf_counter()
-            with self._condition:
-                camera.processed += 1
-                counters = (camera.received, camera.processed, camera.dropped)
             total_ms = (done - received) * 1e3
-            camera.health.processed(total_ms)
+            with self._condition:
+                counters = camera.served(total_ms)
             timings = prediction.timings
             preprocess_ms = decode_ms + timings.preprocess_ms
             postprocess_ms = timings.postprocess_ms + (done - publish_start) * 1e3
