@@ -22,7 +22,8 @@ def test_report_trains_the_models_at_one_budget_and_writes_md_json_curves_and_ch
     # 6 samples per source, 2 per batch: 3 steps per epoch; evaluations after epochs 1 and 2.
     config = config_from_dict(tiny_config_dict(sets, train={"max_steps": 6, "eval_every_epochs": 1}))
     out = tmp_path / "learn_output"
-    build_report(config, out, "learn_report --out learn_output", checkpoints=tmp_path / "checkpoints")
+    # Two trainings at a time, each in its own process (the runs are independent).
+    build_report(config, out, "learn_report --out learn_output", checkpoints=tmp_path / "checkpoints", jobs=2)
     saved = json.loads((out / "learn_report.json").read_text())
     assert saved["steps"] == 6 and saved["batch"] == {"detection": 2, "segmentation": 2}
     assert {task: run["steps"] for task, run in saved["runs"].items()} == {
