@@ -154,7 +154,32 @@ def test_a_silent_camera_does_not_stall_the_others_and_counters_are_per_camera(r
         assert (last.frames_received, last.frames_processed, last.frames_dropped) == (sent[camera], sent[camera], 0), camera
         assert last.header.frame_id == CAMERAS[camera][2]
     assert sent["down"] < sent["front"], "down's frames were counted apart"
+    statuses = _camera_statuses(ros_node)
+    assert sorted(statuses) == sorted(CAMERAS)
+    for camera, (message, values) in statuses.items():
+        assert values["frames_received"] == str(sent[camera]) and values["frames_dropped"] == "0", camera
+    assert statuses["down"][0] == "ok, no images in the last window"
     assert multicam["process"].returncode is None
+
+
+def _camera_statuses(ros_node, timeout: float = 20.0) -> dict[str, tuple[str, dict]]:
+    """camera -> (message, values) of the node's next /diagnostics array (one status per camera)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    collector = ros_node.collect("/diagnostics", DiagnosticArray)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for array in list(collector.messages):
+                found = {s.name.rsplit(": ", 1)[-1].removesuffix(" inference"):
+                         (s.message, {kv.key: kv.value for kv in s.values})
+                         for s in array.status if s.name.startswith("/mc/multicam_node: ")}
+                if found:
+                    return found
+            time.sleep(0.1)
+    finally:
+        collector.close()
+    raise AssertionError("no /diagnostics from /mc/multicam_node")
 
 
 def test_invalid_camera_lists_fail_configure_with_a_clear_error(checkpoints, launch_process):
