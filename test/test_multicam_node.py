@@ -226,3 +226,23 @@ def test_multicam_graph_from_the_project_cli_serves_the_cameras_it_is_given(ros_
         ros_node.node.destroy_publisher(publisher)
     assert graph.stop() == 0
 
+
+
+def test_bench_frames_come_from_each_camera_topic_or_one_shared_bag(tmp_path):
+    from mtl_perception.bags.frames_to_bag import write_bag
+    from mtl_perception.bags.multicam_bag import merge_camera_bags
+    from mtl_perception.bags.sources import SourceFrame
+    from mtl_perception.ros.multicam_bench import load_frames
+
+    def frames(values, size):
+        return [SourceFrame(np.full((*size, 3), v, np.uint8), str(v)) for v in values]
+
+    write_bag(frames([1, 2, 3], (8, 10)), tmp_path / "a", rate=10.0)
+    write_bag(frames([7, 8], (6, 4)), tmp_path / "b", rate=10.0)
+    merge_camera_bags({"/front/image": tmp_path / "a", "/down/image": tmp_path / "b"}, tmp_path / "rig")
+    first_pixels = lambda cameras: {c: [m.data[0] for m in ms] for c, ms in cameras.items()}  # noqa: E731
+    assert first_pixels(load_frames(tmp_path / "rig", 2)) == {"cam0": [1, 2, 3], "cam1": [7, 8]}
+    assert first_pixels(load_frames(tmp_path / "a", 4)) == {"cam0": [1, 2, 3], "cam1": [2, 3, 1], "cam2": [3, 1, 2],
+                                                            "cam3": [1, 2, 3]}
+    with pytest.raises(ValueError, match="2 camera topics"):
+        load_frames(tmp_path / "rig", 3)

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
@@ -110,6 +111,10 @@ class MulticamNode(InferenceNode):
         result = super().on_configure(state)
         if self.predictor is not None:
             self.max_batch = self._param("max_batch") or (len(self.cameras) if self.predictor.device.type == "cuda" else 1)
+            if self.predictor.device.type == "cuda":  # capture/tune every batch size now, not on a camera's frame
+                dummy = np.zeros((*self.predictor.input_size, 3), np.uint8)
+                for size in range(2, min(self.max_batch, len(self.cameras)) + 1):
+                    self.predictor.predict_batch([dummy] * size)
             self.get_logger().info(f"cameras {list(self.cameras)}, at most {self.max_batch} frame(s) per network pass")
         return result
 
