@@ -39,8 +39,24 @@ def _share(*parts: str) -> str:
     return os.path.join(str(share), *parts) if share else os.path.join(*parts)
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+def _boolean(name: str, value: str) -> bool:
+    """A launch argument read as a boolean (else ValueError naming it)."""
+    try:
+        return _BOOLEANS[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"launch argument {name} must be true or false, got {value!r}") from None
+
+
+def _positive_int(name: str, value: str) -> int | None:
+    """A launch argument read as a count >= 1; empty = None (else ValueError naming it)."""
+    if not value:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"launch argument {name} must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def _remove(directory: str) -> None:
@@ -50,11 +66,11 @@ def _remove(directory: str) -> None:
 def _graph_nodes(context, graph: str):
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     budget = plan_budget(get("budget"), get("device") or None, get("graph_cpus") or None,
-                         int(get("cpu_threads")) if get("cpu_threads") else None)
+                         _positive_int("cpu_threads", get("cpu_threads")))
     arguments = {name: get(name) for name, _ in _CHECKPOINT_ARGUMENTS[graph]}
     arguments.update(budget.node_arguments())
     arguments.update({name: get(name) for name in ("input_transport", "reliability")})
-    use_lifecycle = _truthy(get("use_lifecycle"))
+    use_lifecycle = _boolean("use_lifecycle", get("use_lifecycle"))
     arguments["use_lifecycle"] = use_lifecycle
     overrides = node_overrides(graph, arguments)
     # Not a parameters dict: launch_ros writes those under /**, which loses to the YAML's /**/<node>
@@ -74,6 +90,7 @@ def _graph_nodes(context, graph: str):
         node_class = LifecycleNode if use_lifecycle else Node  # every node is a lifecycle node
         actions.append(node_class(
             package=PACKAGE, executable=spec.executable, name=spec.executable, namespace=namespace,
+            exec_name=spec.executable,  # the log label; with the taskset prefix it would read "taskset-N"
             parameters=[get("params_file")] + ([overrides_file] if overrides_file else []),
             remappings=[("image", get("camera_topic"))], output="screen", prefix=prefix,
             additional_env=budget.environment({})))
