@@ -88,3 +88,15 @@ def test_short_real_data_run_beats_the_untrained_network(tmp_path):
     assert after_heldout["det_voc_ap50"] >= before_heldout["det_voc_ap50"] + 0.05, summary
     assert after_heldout["seg_iou"]["building"] >= before_heldout["seg_iou"]["building"] + 0.10, summary
     assert torch.get_num_threads() == 1
+
+
+def test_cli_rejects_a_malformed_variant_before_training(tmp_path, capsys):
+    from mtl_perception.training.learn_report import main
+
+    assert main(["--out", str(tmp_path / "out"), "--variant", "gn=model.head_norm"]) == 2
+    assert "--variant must look like NAME:KEY=VALUE" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "out"), "--variant", "multitask:model.head_norm=group"]) == 2
+    assert "variant name 'multitask' is taken" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "out"), "--variant", "gn:model.head_norm=layer"]) == 2
+    assert "head_norm must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

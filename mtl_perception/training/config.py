@@ -185,6 +185,10 @@ class TrainConfig:
         unknown = sorted(set(self.model) - model_fields)
         if unknown:
             raise ConfigError(f"unknown key model.{unknown[0]}")
+        try:  # field values (trunk, resize, head_norm, ...) checked now, before any data is read
+            ModelConfig(**self.model, tasks=self.tasks)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model: {exc}") from exc
         aug_fields = {f.name for f in dataclasses.fields(AugmentationConfig)}
         unknown = sorted(set(self.augmentation) - aug_fields)
         if unknown:
