@@ -128,16 +128,18 @@ def test_launch_files_describe_the_graph_nodes_within_the_budget(graph):
 
 
 @pytest.mark.needs_launch
-@pytest.mark.parametrize("arguments, message", [
-    ({"cpu_threads": "two"}, "cpu_threads must be a whole number"),
-    ({"cpu_threads": "0"}, "cpu_threads must be a whole number"),
-    ({"use_lifecycle": "maybe"}, "use_lifecycle must be true or false"),
-    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
-    ({"graph_cpus": "4096"}, "not available to this process"),
+@pytest.mark.parametrize("graph, arguments, message", [
+    ("multitask", {"cpu_threads": "two"}, "cpu_threads must be a whole number"),
+    ("multitask", {"cpu_threads": "0"}, "cpu_threads must be a whole number"),
+    ("naive", {"use_lifecycle": "maybe"}, "use_lifecycle must be true or false"),
+    ("multitask", {"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N"),
+    ("naive", {"graph_cpus": "4096"}, "not available to this process"),
+    # multicam_node has one input per camera: a single camera_topic would be silently ignored.
+    ("multitask_multicam", {"camera_topic": "/camera/image_raw"}, "takes cameras:=<names>.*not camera_topic"),
 ])
-def test_bad_launch_arguments_fail_with_a_message_naming_them(arguments, message):
+def test_bad_launch_arguments_fail_with_a_message_naming_them(graph, arguments, message):
     with pytest.raises(ValueError, match=message):
-        _graph_actions("multitask", **arguments)
+        _graph_actions(graph, **arguments)
 
 
 def _child_pids(pid: int) -> list[int]:

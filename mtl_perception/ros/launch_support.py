@@ -59,6 +59,11 @@ def _positive_int(name: str, value: str) -> int | None:
     return int(value)
 
 
+def _per_camera_inputs(graph: str) -> bool:
+    """The graph's node reads one input per camera of ``cameras`` (multitask_multicam), not ``image``."""
+    return "cameras" in dict(_CHECKPOINT_ARGUMENTS[graph])
+
+
 def _remove(directory: str) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
@@ -86,13 +91,16 @@ def _graph_nodes(context, graph: str):
     prefix = f"taskset -c {format_cpu_list(budget.graph_cpus)}" if budget.graph_cpus else None
     actions.append(LogInfo(msg=f"[{graph}] budget: {budget.describe()}"))
     namespace = get("namespace")
+    camera_topic = get("camera_topic")
+    if camera_topic and _per_camera_inputs(graph):
+        raise ValueError(f"{graph} takes cameras:=<names> (inputs <namespace>/<camera>/image), not camera_topic")
     for spec in GRAPHS[graph]:
         node_class = LifecycleNode if use_lifecycle else Node  # every node is a lifecycle node
         actions.append(node_class(
             package=PACKAGE, executable=spec.executable, name=spec.executable, namespace=namespace,
             exec_name=spec.executable,  # the log label; with the taskset prefix it would read "taskset-N"
             parameters=[get("params_file")] + ([overrides_file] if overrides_file else []),
-            remappings=[("image", get("camera_topic"))], output="screen", prefix=prefix,
+            remappings=[("image", camera_topic)] if camera_topic else [], output="screen", prefix=prefix,
             additional_env=budget.environment({})))
     return actions
 
@@ -101,7 +109,9 @@ def graph_launch_description(graph: str) -> LaunchDescription:
     """Arguments: camera_topic, checkpoint(s), device, params_file, namespace, use_lifecycle, use_rviz,
     input_transport, reliability, budget, graph_cpus, cpu_threads."""
     declared = [
-        DeclareLaunchArgument("camera_topic", default_value=DEFAULT_CAMERA_TOPIC, description="sensor_msgs/Image input"),
+        DeclareLaunchArgument("camera_topic", default_value="" if _per_camera_inputs(graph) else DEFAULT_CAMERA_TOPIC,
+                              description="not used: each camera's input is <namespace>/<camera>/image"
+                              if _per_camera_inputs(graph) else "sensor_msgs/Image input"),
         *(DeclareLaunchArgument(name, default_value="", description=text) for name, text in _CHECKPOINT_ARGUMENTS[graph]),
         DeclareLaunchArgument("device", default_value="", description="auto | cuda | cuda:N | cpu; empty = the YAML's"),
         DeclareLaunchArgument("params_file", default_value=_share("config", "mtl_perception.yaml"),
