@@ -90,10 +90,24 @@ def test_peak_search_reports_a_capacity_outside_the_bounds():
     calls: list[float] = []
     above = search_peak_rate(_capacity_trial(500.0, calls), low=10.0, high=50.0, steps=2)
     assert calls == [10.0, 30.0, 40.0, 50.0] and above.at_bound and above.peak.rate_hz == 50.0
-    below = search_peak_rate(_capacity_trial(1.0, []), low=10.0, high=50.0, steps=3)
+    calls = []
+    below = search_peak_rate(_capacity_trial(1.0, calls), low=10.0, high=50.0, steps=3)
+    # 10, 5, 2.5 and 1.25 Hz all lose more than 5 % (80 of 100 answered at 1.25 Hz): no peak.
+    assert calls == [10.0, 5.0, 2.5, 1.25]
     assert below.peak is None and math.isnan(below.peak_fps) and below.as_dict()["below_low"]
+    assert below.low == 1.25
     with pytest.raises(ValueError):
         search_peak_rate(_capacity_trial(1.0, []), low=5.0, high=5.0)
+
+
+def test_peak_search_looks_below_a_failing_low_bound():
+    calls: list[float] = []
+    search = search_peak_rate(_capacity_trial(3.0, calls), low=10.0, high=50.0, steps=2)
+    # By hand: 10 fails (30 answered), 5 fails (60), 2.5 passes; bisecting 2.5..5: 3.75 fails
+    # (80 answered), 3.125 passes (96 answered, 3.0 fps out >= 0.9 x 3.125). High is never tried.
+    assert calls == [10.0, 5.0, 2.5, 3.75, 3.125]
+    assert search.peak.rate_hz == 3.125 and search.peak_fps == 3.0 and not search.at_bound
+    assert search.low == 2.5 and not search.as_dict()["below_low"]
 
 
 def test_a_rate_passes_with_at_most_five_percent_lost_and_ninety_percent_of_the_rate():

@@ -87,24 +87,34 @@ class PeakSearch:
                 "below_low": self.peak is None, "trials": [t.as_dict() for t in self.trials]}
 
 
-def search_peak_rate(trial: Callable[[float], RateTrial], low: float, high: float, steps: int = 5) -> PeakSearch:
+def search_peak_rate(trial: Callable[[float], RateTrial], low: float, high: float, steps: int = 5,
+                     halvings: int = 3) -> PeakSearch:
     """Binary search of the publish rate between ``low`` and ``high`` Hz.
 
-    ``low`` is tried first (if it fails there is no peak in range); then ``steps`` bisections
-    keep the highest passing rate below the lowest failing one, ``high`` being assumed to
-    fail until tried. If every bisection passed, ``high`` itself is tried last.
+    ``low`` is tried first. If it fails the graph is slower than the estimate the bounds came
+    from (a loaded machine, say), so ``low`` is halved up to ``halvings`` times until a rate
+    passes, and the failed rate above it becomes the upper bound; if none passes there is no
+    peak in range. Then ``steps`` bisections keep the highest passing rate below the lowest
+    failing one, ``high`` being assumed to fail until tried. If every bisection passed,
+    ``high`` itself is tried last.
 
     Args:
         trial: runs the graph at a rate and returns the :class:`RateTrial`.
         low, high: bounds in Hz, ``0 < low < high``.
         steps: bisections (the peak is resolved to ``(high - low) / 2**steps``).
+        halvings: how far below ``low`` to look when ``low`` fails.
     """
     if not 0 < low < high:
         raise ValueError(f"need 0 < low < high, got {low}, {high}")
     trials = [trial(low)]
-    if not trials[0].passed:
+    hi, hi_tried = high, False
+    while not trials[-1].passed and len(trials) <= halvings:
+        hi, hi_tried = trials[-1].rate_hz, True
+        trials.append(trial(hi / 2))
+    low = trials[-1].rate_hz
+    if not trials[-1].passed:
         return PeakSearch(None, trials, low, high, False)
-    best, lo, hi, hi_tried = trials[0], low, high, False
+    best, lo = trials[-1], low
     for _ in range(steps):
         result = trial((lo + hi) / 2)
         trials.append(result)
