@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .atomic import atomic_output
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from .exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from .models.nets import OUTPUT_KEYS
 
 log = logging.getLogger(__name__)
@@ -179,11 +180,14 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 onnx_file = export_onnx(checkpoint, Path(tmp) / "model.onnx", size)
                 path = export_tensorrt(onnx_file, args.out, args.precision)
-    except Exception as exc:  # CLI: one clear line, non-zero exit
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"mtl-export: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # CLI: one clear line, non-zero exit
+        print(f"mtl-export: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"wrote {path}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -452,3 +452,17 @@ def test_onnx_export_matches_pytorch_through_onnxruntime(saved_checkpoint, tmp_p
     torch.testing.assert_close(seg, ref[SEG_LOGITS])
     torch.testing.assert_close(cls, ref[CLS_LOGITS])
     assert not list(tmp_path.glob(".*.tmp")), "no temp files left behind"
+
+
+def test_export_cli_exit_codes_follow_the_project_scheme(saved_checkpoint, tmp_path, capsys):
+    from mtl_perception.export import main
+
+    path, _ = saved_checkpoint
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    for checkpoint in (tmp_path / "missing.pt", garbage):
+        out = tmp_path / "out.onnx"
+        assert main([str(checkpoint), "--format", "onnx", "--out", str(out)]) == 2
+        assert "mtl-export: error:" in capsys.readouterr().err and not out.exists()
+    assert main([str(path), "--format", "torchscript", "--out", str(tmp_path / "model.ts")]) == 0
+    assert (tmp_path / "model.ts").stat().st_size > 0

@@ -28,14 +28,13 @@ from ..atomic import write_json_atomic
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data.build import build_dataset
 from ..postprocess import DetectionParams
+from ..exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from ..predictor import DEVICES, PRECISIONS, Predictor
 from .evaluate import EvaluationError, evaluate
 
 PROG = "mtl-eval"
 AERIAL_TYPES = ("deepforest_trees", "solaris_buildings")
 DATASET_TYPES = (*AERIAL_TYPES, "voc", "sdd")
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 
 
 class UsageError(ValueError):
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     print(format_table(metrics))
     print(f"wrote {args.out}")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

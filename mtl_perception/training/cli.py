@@ -17,6 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from .config import ConfigError, load_config
 from .distributed import context_from_env, shutdown_distributed
 from .state import TrainingStateError
@@ -55,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = trainer.fit(resume=args.resume)
     except (ConfigError, TrainingStateError, FileNotFoundError) as exc:
         print(f"mtl-train: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     finally:
         shutdown_distributed()
     if context.is_main:
         print(json.dumps({"output_dir": summary["output_dir"], "steps": summary["steps"],
                           "best": summary["best"], "wall_time_s": round(summary["wall_time_s"], 1)}))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
