@@ -270,11 +270,11 @@ def test_a_cuda_out_of_memory_frame_is_dropped_and_the_next_one_served(checkpoin
         real_predict = predictor.predict
         calls = []
 
-        def out_of_memory_once(image):
+        def out_of_memory_once(image, **options):
             calls.append(image.shape)
             if len(calls) == 1:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return real_predict(image)
+            return real_predict(image, **options)
 
         predictor.predict = out_of_memory_once
         node.process_frame(image_msg(sample_image(40, 60), 1))
@@ -422,6 +422,10 @@ def _png_bomb() -> bytes:
     return buffer.getvalue()
 
 
+# 3840 x 2160 = 8294400, the default max_input_pixels
+BOMB_REFUSAL = "8000x8000 has 64000000 pixels, above the limit of 8294400"
+
+
 def test_node_outputs_equal_predictor_on_compressed_input_and_bombs_are_dropped(ros_node, exact_nodes, checkpoints,
                                                                                single_threaded_torch):
     import io
@@ -449,6 +453,11 @@ def test_node_outputs_equal_predictor_on_compressed_input_and_bombs_are_dropped(
         bomb = CompressedImage(format="png", data=_png_bomb())
         bomb.header.stamp.sec = 810
         publisher.publish(bomb)
+        # Wait for the refusal before the next frame: the node's keep-last-1 reader would let a
+        # frame sent right behind the bomb replace it unread.
+        deadline = time.monotonic() + 30.0
+        while BOMB_REFUSAL not in exact_nodes["exc"].output() and time.monotonic() < deadline:
+            time.sleep(0.1)
         follow = array_to_compressed_msg(image, fmt="png")
         follow.header.stamp.sec = 811
         wait_for_stamp(collectors, lambda: publisher.publish(follow), 811)
@@ -456,7 +465,7 @@ def test_node_outputs_equal_predictor_on_compressed_input_and_bombs_are_dropped(
     finally:
         _close(collectors)
         ros_node.node.destroy_publisher(publisher)
-    assert "8000x8000 has 64000000 pixels, above the limit of 8294400" in exact_nodes["exc"].output()
+    assert BOMB_REFUSAL in exact_nodes["exc"].output()
 
 
 def test_runtime_nms_score_and_max_detections_changes_show_in_the_outputs(ros_node, exact_nodes, checkpoints,
@@ -552,11 +561,11 @@ def test_burst_newest_frame_wins_drop_count_is_exact_and_waiting_is_not_queued(c
         stats = node._outputs["stats"] = _Recorder()
         real_predict, busy, release, seen = node.predictor.predict, threading.Event(), threading.Event(), []
 
-        def held_predict(image):
+        def held_predict(image, **options):
             seen.append(image.shape[1])
             busy.set()
             release.wait(30)
-            return real_predict(image)
+            return real_predict(image, **options)
 
         node.predictor.predict = held_predict
         burst = [image_msg(sample_image(40, 50 + i), stamp_sec=i) for i in range(10)]
@@ -593,6 +602,42 @@ class _OrderRecorder:
 
     def get_subscription_count(self):
         return 1
+
+
+class _Keeper(_OrderRecorder):
+    """An output publisher that keeps its messages and has ``subscribers`` subscribers."""
+
+    def __init__(self, topic, order, subscribers):
+        super().__init__(topic, order)
+        self.subscribers, self.messages = subscribers, []
+
+    def publish(self, msg):
+        super().publish(msg)
+        self.messages.append(msg)
+
+    def get_subscription_count(self):
+        return self.subscribers
+
+
+def test_the_colour_image_is_made_only_while_subscribed_and_is_the_mask_in_the_palette(checkpoints):
+    from mtl_perception.visualization import colorize_mask
+
+    with in_process_multitask_node(checkpoints["multitask"]) as node:
+        for subscribers in (0, 1):
+            order = []
+            for topic in ("detections", "segmentation", "stats"):
+                node._outputs[topic] = _Keeper(topic, order, 1)
+            node._outputs["segmentation/color"] = color = _Keeper("segmentation/color", order, subscribers)
+            node._outputs["overlay"] = _Keeper("overlay", order, 0)
+            node.process_frame(image_msg(sample_image(90, 160), 1))
+            if not subscribers:
+                assert order == ["detections", "segmentation", "stats"]
+                continue
+            assert order == ["detections", "segmentation", "segmentation/color", "stats"]
+            seg, [rgb] = node._outputs["segmentation"].messages[0], color.messages
+            mask = np.frombuffer(bytes(seg.data), np.uint8).reshape(seg.height, seg.step)[:, :seg.width]
+            pixels = np.frombuffer(bytes(rgb.data), np.uint8).reshape(rgb.height, rgb.step)[:, :rgb.width * 3]
+            np.testing.assert_array_equal(pixels.reshape(rgb.height, rgb.width, 3), colorize_mask(mask))
 
 
 def test_detections_are_published_before_the_full_resolution_images(checkpoints):

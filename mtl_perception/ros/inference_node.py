@@ -49,7 +49,7 @@ from mtl_perception.ros.messages import detections_msg, label_info_msg, mask_msg
 from mtl_perception.ros.paths import resolve_package_path
 from mtl_perception.ros.qos import LATCHED_QOS, RELIABLE_QOS, qos_from_name
 from mtl_perception.vision_labels import CLASS_ID_FORMATS, DETECTION_LABEL_INFO_TOPIC, SEGMENTATION_LABEL_INFO_TOPIC
-from mtl_perception.visualization import colorize_mask, render_overlay
+from mtl_perception.visualization import render_overlay
 
 _DYNAMIC = ("score_threshold", "nms_iou", "max_detections", "class_allowlist")
 MAX_DETECTIONS_LIMIT = 10000
@@ -332,7 +332,7 @@ class InferenceNode(ManagedNode):
             return
         decode_ms = (time.perf_counter() - start) * 1e3
         try:
-            prediction = predictor.predict(image)
+            prediction = predictor.predict(image, color=self.wants_color())
         except torch.cuda.OutOfMemoryError:
             predictor.empty_cache()
             self._drop("CUDA out of memory", "cache emptied; continuing with the next frame")
@@ -361,7 +361,21 @@ class InferenceNode(ManagedNode):
             postprocess_ms=timings.postprocess_ms + (done - publish_start) * 1e3, total_ms=total_ms,
             frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
             gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
-        self._outputs["stats"].publish(stats)
+        self.publish_stats(self._outputs["stats"], stats)
+
+    def publish_stats(self, publisher, stats: InferenceStats) -> None:
+        """Publish a frame's stats; a frame that finishes while the node shuts down is not an error."""
+        try:
+            publisher.publish(stats)
+        except Exception as exc:
+            if self.context.ok():
+                self._errors.error(f"publishing stats failed: {type(exc).__name__}: {exc}")
+
+    def wants_color(self, outputs: dict | None = None) -> bool:
+        """Whether anyone subscribes to ``segmentation/color``: only then does the Predictor colour
+        the mask (on the device) and the node publish it."""
+        color = (self._outputs if outputs is None else outputs).get("segmentation/color")
+        return color is not None and color.get_subscription_count() > 0
 
     def decode_image(self, msg) -> np.ndarray:
         """[H, W, 3] uint8 RGB of an Image or CompressedImage within ``max_input_pixels``;
@@ -382,7 +396,8 @@ class InferenceNode(ManagedNode):
                                                       names, self._param("class_id_format")))
         if "segmentation" in pubs:
             pubs["segmentation"].publish(mask_msg(header, prediction.mask))
-            pubs["segmentation/color"].publish(rgb_msg(header, colorize_mask(prediction.mask)))
+            if prediction.color is not None and "segmentation/color" in pubs:
+                pubs["segmentation/color"].publish(rgb_msg(header, prediction.color))
         overlay = pubs.get("overlay")
         if overlay is not None and overlay.get_subscription_count() > 0:
             mask = prediction.mask if "segmentation" in self.TASKS else None

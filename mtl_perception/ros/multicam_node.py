@@ -198,7 +198,8 @@ class MulticamNode(InferenceNode):
     def _run_pass(self, predictor, frames: list, decode_ms: float) -> None:
         """One network pass over ``frames`` (camera, msg, received, image), then their outputs and stats."""
         try:
-            predictions = predictor.predict_batch([image for *_, image in frames])
+            color = any(self.wants_color(camera.outputs) for camera, *_ in frames)
+            predictions = predictor.predict_batch([image for *_, image in frames], color=color)
         except torch.cuda.OutOfMemoryError:
             predictor.empty_cache()
             for camera, *_ in frames:
@@ -223,7 +224,7 @@ class MulticamNode(InferenceNode):
             timings = prediction.timings
             preprocess_ms = decode_ms + timings.preprocess_ms
             postprocess_ms = timings.postprocess_ms + (done - publish_start) * 1e3
-            camera.outputs["stats"].publish(InferenceStats(
+            self.publish_stats(camera.outputs["stats"], InferenceStats(
                 header=msg.header, node_name=self.get_fully_qualified_name(), model_name=predictor.model_name,
                 device=str(predictor.device), precision=predictor.precision,
                 queue_ms=total_ms - preprocess_ms - timings.inference_ms - postprocess_ms,
