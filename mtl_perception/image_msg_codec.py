@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image as PILImage
 
-DEFAULT_MAX_PIXELS = 8192 * 8192
+DEFAULT_MAX_PIXELS = 8192 * 8192  # the codec's limit (bag tools)
+CAMERA_MAX_PIXELS = 3840 * 2160  # the nodes' default max_input_pixels: a 4K camera
 
 
 @dataclass(frozen=True)

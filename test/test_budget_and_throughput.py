@@ -63,7 +63,7 @@ def test_graph_arguments_reach_the_nodes_that_take_them():
     overrides = node_overrides("naive", {"input_transport": "compressed", "reliability": "reliable", "cpu_threads": 2})
     expected = {"input_transport": "compressed", "reliability": "reliable", "cpu_threads": 2}
     assert overrides["segmentation_node"] == overrides["detection_node"] == expected
-    assert overrides["overlay_node"] == {"reliability": "reliable"}
+    assert overrides["overlay_node"] == {"input_transport": "compressed", "reliability": "reliable"}
 
 
 def _capacity_trial(capacity: float, calls: list):

@@ -816,6 +816,45 @@ def test_overlay_node_is_a_lifecycle_node_and_pairs_by_stamp_when_frames_are_dro
             ros_node.node.destroy_publisher(publisher)
 
 
+def test_overlay_node_draws_on_compressed_camera_frames(ros_node, launch_process):
+    from sensor_msgs.msg import CompressedImage, Image
+    from vision_msgs.msg import Detection2DArray
+
+    from mtl_perception.image_msg_codec import image_to_array
+    from mtl_perception.ros.image_msg_builders import array_to_compressed_msg
+    from mtl_perception.ros.messages import detections_msg
+
+    launch_process(node_command("overlay_node", "input_transport:=compressed", "reliability:=reliable")
+                   + ["-r", "__ns:=/ovc"], name="overlay_compressed")
+    ros_node.wait_for_subscriber("/ovc/image/compressed", timeout=30)
+    publishers = {"image": ros_node.node.create_publisher(CompressedImage, "/ovc/image/compressed", reliable_qos()),
+                  "segmentation": ros_node.node.create_publisher(Image, "/ovc/segmentation", reliable_qos()),
+                  "detections": ros_node.node.create_publisher(Detection2DArray, "/ovc/detections", reliable_qos())}
+    overlays = ros_node.collect("/ovc/overlay", Image, reliable_qos())
+    frame = sample_image(30, 40, seed=5)
+    try:
+        deadline = time.monotonic() + 20
+        while ros_node.node.count_subscribers("/ovc/detections") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the overlay publisher sees our subscription
+        for stamp in (1, 2):  # stamp 2 in case the first went out before every match
+            mask = image_msg(np.zeros((30, 40), np.uint8), stamp, encoding="mono8")
+            image = array_to_compressed_msg(frame, fmt="png")  # lossless: the overlay can be compared exactly
+            image.header = mask.header
+            publishers["image"].publish(image)
+            publishers["segmentation"].publish(mask)
+            publishers["detections"].publish(detections_msg(mask.header, np.zeros((0, 4)), np.zeros(0),
+                                                            np.zeros(0, int), DET_NAMES))
+            time.sleep(0.5)
+        [first, *_] = overlays.wait_for(1, timeout=20)
+        # a background mask and no boxes leave the camera frame as it was
+        np.testing.assert_array_equal(image_to_array(first), frame)
+    finally:
+        overlays.close()
+        for publisher in publishers.values():
+            ros_node.node.destroy_publisher(publisher)
+
+
 def test_a_flood_of_bad_frames_that_differ_in_byte_counts_logs_one_line(ros_node, exact_nodes):
     from sensor_msgs.msg import Image
 

@@ -43,7 +43,8 @@ from mtl_perception.ros.paths import PACKAGE, resolve_package_path
 
 DEFAULT_PARAMS = "config/mtl_perception.yaml"
 # Graph arguments that map to the same-named parameter of every inference node.
-_INFERENCE_ARGUMENTS = ("device", "cpu_threads", "input_transport", "reliability")
+_CAMERA_ARGUMENTS = ("input_transport", "reliability")
+_INFERENCE_ARGUMENTS = ("device", "cpu_threads", *_CAMERA_ARGUMENTS)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
 
     Arguments: ``checkpoint`` (multitask, multitask_multicam), ``cameras`` (multitask_multicam: a
     list or comma-separated names), ``segmentation_checkpoint``, ``detection_checkpoint`` (naive), ``device``, ``cpu_threads``, ``input_transport``, ``reliability``, ``use_lifecycle``.
-    ``reliability`` also reaches overlay_node's camera subscription.
+    ``reliability`` and ``input_transport`` also reach overlay_node's camera subscription.
     """
     if graph not in GRAPHS:
         raise ValueError(f"unknown graph {graph!r}; choose one of {sorted(GRAPHS)}")
@@ -92,8 +93,10 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
             for name in _INFERENCE_ARGUMENTS:
                 if arguments.get(name):
                     params[name] = int(arguments[name]) if name == "cpu_threads" else str(arguments[name])
-        elif arguments.get("reliability"):
-            params["reliability"] = str(arguments["reliability"])
+        else:  # overlay_node reads the camera as the task nodes do
+            for name in _CAMERA_ARGUMENTS:
+                if arguments.get(name):
+                    params[name] = str(arguments[name])
         if arguments.get("use_lifecycle") is not None:  # every node is a lifecycle node
             params["managed"] = bool(arguments["use_lifecycle"])
         overrides[spec.executable] = params

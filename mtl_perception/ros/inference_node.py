@@ -37,7 +37,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from mtl_perception.image_msg_codec import ImageConversionError, compressed_to_array, image_to_array, to_rgb
+from mtl_perception.image_msg_codec import (CAMERA_MAX_PIXELS, ImageConversionError, compressed_to_array, image_to_array,
+                                            to_rgb)
 from mtl_perception.msg import InferenceStats
 from mtl_perception.postprocess import DetectionParams
 from mtl_perception.predictor import Predictor
@@ -55,7 +56,6 @@ _DYNAMIC = ("score_threshold", "nms_iou", "max_detections", "class_allowlist")
 MAX_DETECTIONS_LIMIT = 10000
 # A 4K UHD camera frame. Larger frames (or compressed images declaring more pixels) are dropped
 # before anything is allocated for them.
-DEFAULT_MAX_INPUT_PIXELS = 3840 * 2160
 
 
 def _choice(description: str, choices: tuple[str, ...], read_only: bool = True) -> ParameterDescriptor:
@@ -98,7 +98,7 @@ class InferenceNode(ManagedNode):
         self.declare_parameter("reliability", "best_effort", _choice(
             "Input QoS reliability: best_effort (sensor data, camera drivers, ros2 bag play) or reliable.", ("best_effort", "reliable")))
         self.declare_parameter("input_transport", "raw", _choice("Subscribe to 'image' (raw) or 'image/compressed'.", ("raw", "compressed")))
-        self.declare_parameter("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS, ParameterDescriptor(
+        self.declare_parameter("max_input_pixels", CAMERA_MAX_PIXELS, ParameterDescriptor(
             description="Drop input frames with more pixels than this (checked from the header, before decoding); "
                         "default 3840x2160.", read_only=True, integer_range=[IntegerRange(from_value=1, to_value=2**31 - 1)]))
         self.declare_parameter("cpu_threads", 0, ParameterDescriptor(

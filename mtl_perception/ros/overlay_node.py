@@ -19,12 +19,13 @@ import time
 from collections import OrderedDict
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from mtl_perception.image_msg_codec import ImageConversionError, image_to_array, to_rgb
+from mtl_perception.image_msg_codec import (CAMERA_MAX_PIXELS, ImageConversionError, compressed_to_array, image_to_array,
+                                            to_rgb)
 from mtl_perception.ros.diagnostics import (DIAGNOSTICS_PERIOD_S, DIAGNOSTICS_TOPIC, FrameHealth, diagnostic_array,
                                             health_status)
 from mtl_perception.ros.error_log import ThrottledErrorLog
@@ -47,6 +48,11 @@ class OverlayNode(ManagedNode):
         super().__init__("overlay_node", **kwargs)
         self.declare_parameter("reliability", "best_effort", ParameterDescriptor(
             description="QoS reliability of the camera subscription: best_effort or reliable.", read_only=True))
+        self.declare_parameter("input_transport", "raw", ParameterDescriptor(
+            description="Draw on 'image' (raw) or 'image/compressed', as the task nodes read it.", read_only=True))
+        self.declare_parameter("max_input_pixels", CAMERA_MAX_PIXELS, ParameterDescriptor(
+            description="Camera frames with more pixels than this are not drawn (checked before decoding).",
+            read_only=True, integer_range=[IntegerRange(from_value=1, to_value=2**31 - 1)]))
         self.detection_names: tuple[str, ...] | None = None
         self._overlay_pub = None
         self._label_info_sub = None
@@ -63,6 +69,10 @@ class OverlayNode(ManagedNode):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        transport = self.get_parameter("input_transport").value
+        if transport not in ("raw", "compressed"):
+            self.get_logger().error(f"input_transport must be 'raw' or 'compressed', got {transport!r}")
+            return TransitionCallbackReturn.FAILURE
         self._overlay_pub = self.create_lifecycle_publisher(Image, "overlay", RELIABLE_QOS)
         self._label_info_sub = self.create_subscription(LabelInfo, DETECTION_LABEL_INFO_TOPIC, self.label_info_callback,
                                                         LATCHED_QOS)
@@ -73,12 +83,18 @@ class OverlayNode(ManagedNode):
         result = super().on_activate(state)
         camera_qos = qos_from_name(self.get_parameter("reliability").value, 5)
         self._input_subs = [
-            self.create_subscription(Image, "image", self.image_callback, camera_qos),
+            self._camera_subscription(camera_qos),
             self.create_subscription(Image, "segmentation", self.segmentation_callback, RELIABLE_QOS),
             self.create_subscription(Detection2DArray, "detections", self.detections_callback, RELIABLE_QOS),
         ]
         self.state_label = "active"
         return result
+
+    def _camera_subscription(self, qos):
+        if self.get_parameter("input_transport").value == "compressed":
+            return self.create_subscription(CompressedImage, self.resolve_topic_name("image") + "/compressed",
+                                            self.image_callback, qos)
+        return self.create_subscription(Image, "image", self.image_callback, qos)
 
     def stop(self) -> None:
         """Unsubscribe from the inputs and forget half-paired frames (idempotent)."""
@@ -106,7 +122,7 @@ class OverlayNode(ManagedNode):
         except ValueError as exc:
             self._errors.error(f"bad {DETECTION_LABEL_INFO_TOPIC}: {exc}")
 
-    def image_callback(self, msg: Image) -> None:
+    def image_callback(self, msg: Image | CompressedImage) -> None:
         if self._overlay_pub is not None and self._overlay_pub.get_subscription_count() > 0:
             self._store("image", msg)
 
@@ -132,12 +148,16 @@ class OverlayNode(ManagedNode):
         while len(self._first_seen) > len(_KINDS) * PAIRING_CACHE:
             self._first_seen.popitem(last=False)
 
-    def _publish_overlay(self, image_msg: Image, mask_msg: Image, detections: Detection2DArray, first_seen: float) -> None:
+    def _publish_overlay(self, image_msg: Image | CompressedImage, mask_msg: Image, detections: Detection2DArray, first_seen: float) -> None:
         if self._overlay_pub is None or self._overlay_pub.get_subscription_count() == 0:
             return
         try:
-            image = to_rgb(image_to_array(image_msg), image_msg.encoding)
-            mask = image_to_array(mask_msg)
+            max_pixels = self.get_parameter("max_input_pixels").value
+            if isinstance(image_msg, CompressedImage):
+                image = compressed_to_array(image_msg, max_pixels=max_pixels)
+            else:
+                image = to_rgb(image_to_array(image_msg, max_pixels=max_pixels), image_msg.encoding)
+            mask = image_to_array(mask_msg, max_pixels=max_pixels)
         except (ImageConversionError, ValueError) as exc:
             self._health.failed(f"cannot draw overlay: {exc}")
             self._errors.error(f"cannot draw overlay: {exc}")
