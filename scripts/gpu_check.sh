@@ -9,13 +9,14 @@
 #   GPU_CHECK_DRY=1 scripts/gpu_check.sh  the same on this CPU with tiny counts, the dev .venv
 #                                         and .ws; CUDA-only pieces are skipped with the reason
 #
-# Steps, in order: install build cuda_tests bench_resnet50 bench_mobilenet_v2 replay bench_compiled.
+# Steps, in order: install build cuda_tests bench_resnet50 bench_mobilenet_v2 replay bench_compiled
+# multicam (4 cameras on the replay's 1280x720 bag: one batched node vs one node per camera).
 # Each has its own timeout; a failing step is recorded and the next one runs; the whole run
 # keeps within GPU_CHECK_BUDGET_S. After every step the results are rewritten into $OUT, so
 # a run stopped from outside still returns what it measured:
 #   summary.md    targets PASS/FAIL, the figures behind them, every step's status
 #   results.json  all of it, machine-readable      bench.md, replay.md  the full tables
-#   logs.txt      every step's log, bundled
+#   logs.txt      every step's log, bundled       multicam.md  the multicam step's report
 #
 # Env: OUT (default <repo>/gpu_check_out), GPU_CHECK_DRY, GPU_CHECK_BUDGET_S (default 450),
 #      GPU_CHECK_STEPS (default: all, space-separated), GPU_CHECK_WHEELS (default
@@ -31,7 +32,7 @@ dry=${GPU_CHECK_DRY:-0}
 out=${OUT:-$repo_root/gpu_check_out}
 budget_s=${GPU_CHECK_BUDGET_S:-450}
 wheels=${GPU_CHECK_WHEELS:-$repo_root/.gpu_wheels}
-steps=${GPU_CHECK_STEPS:-install build cuda_tests bench_resnet50 bench_mobilenet_v2 replay bench_compiled}
+steps=${GPU_CHECK_STEPS:-install build cuda_tests bench_resnet50 bench_mobilenet_v2 replay bench_compiled multicam}
 tests_k=${GPU_CHECK_TESTS:-}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -291,7 +292,19 @@ PY
   [ "$replay_peak" = --peak ] || echo "dry run: no peak-throughput search (its binary search takes minutes on this CPU)" \
     > "$work/logs/replay.reason"
 }
-export -f step_install step_build step_cuda_tests step_bench_resnet50 step_bench_mobilenet_v2 step_bench_compiled step_replay
+step_multicam() {  # issue 13: one batched multicam_node vs one multitask_node per camera, on the one GPU
+  step=multicam
+  [ "$dry" = 1 ] && skip "dry run: the multicam peak-throughput search takes minutes on this CPU; the GPU run measures it"
+  [ -f "$work/replay_input/bag/metadata.yaml" ] || fail "no 1280x720 bag: the replay step makes it and did not"
+  ros_env
+  read -r multitask _ < "$work/replay_input/checkpoints.txt"
+  python -P -m mtl_perception.ros.multicam_bench --out "$work/multicam" --cameras 4 --bag "$work/replay_input/bag" \
+    --checkpoint "$multitask" --params "$work/replay_input/params.yaml" --device "$device" --max-batch 0 4 \
+    || fail "mtl_perception.ros.multicam_bench exited $?"
+  cp "$work/multicam/report.md" "$out/multicam.md" || fail "no multicam report"
+}
+export -f step_install step_build step_cuda_tests step_bench_resnet50 step_bench_mobilenet_v2 step_bench_compiled step_replay \
+  step_multicam
 
 log "dry=$dry out=$out work=$work budget=${budget_s}s steps: $steps"
 if [ "$dry" = 1 ] && [ ! -f "$repo_root/.ws/.mtl_perception_build_stamp" ]; then
@@ -304,6 +317,7 @@ run_step bench_resnet50 150 step_bench_resnet50
 run_step bench_mobilenet_v2 120 step_bench_mobilenet_v2
 run_step replay 240 step_replay
 run_step bench_compiled 300 step_bench_compiled
+run_step multicam 180 step_multicam
 report
 log "done in $(( $(date +%s) - started )) s; results in $out: $(ls "$out" | tr '\n' ' ')"
 [ "${GPU_CHECK_KEEP:-0}" = 1 ] || rm -rf "$work"
