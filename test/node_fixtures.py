@@ -95,18 +95,26 @@ def wait_for_stamp(collectors: dict, publish, stamp_sec: int, timeout: float = 6
     raise TimeoutError(f"no output with stamp {stamp_sec} on {missing} within {timeout} s")
 
 
-def call_service(node, srv_type, name: str, request, timeout: float = 20.0):
+def call_service(node, srv_type, name: str, request, timeout: float = 20.0, resend_after: float | None = None):
+    """Call a service and wait for the answer. ``resend_after`` (idempotent queries only): send the
+    request again after that many seconds without an answer; a server just discovered can miss
+    the first request's response (its writer not yet matched to the client's reader)."""
     client = node.create_client(srv_type, name)
     try:
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {name} not available")
-        future = client.call_async(request)
+        futures = [client.call_async(request)]
         deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
+        sent = time.monotonic()
+        while not any(f.done() for f in futures):
+            now = time.monotonic()
+            if now > deadline:
                 raise TimeoutError(f"service {name} did not answer")
+            if resend_after is not None and now - sent > resend_after:
+                futures.append(client.call_async(request))
+                sent = now
             time.sleep(0.02)
-        return future.result()
+        return next(f for f in futures if f.done()).result()
     finally:
         node.destroy_client(client)
 
@@ -130,7 +138,7 @@ def change_state(node, target: str, transition_id: int) -> bool:
 def get_state(node, target: str) -> str:
     from lifecycle_msgs.srv import GetState
 
-    return call_service(node, GetState, f"{target}/get_state", GetState.Request()).current_state.label
+    return call_service(node, GetState, f"{target}/get_state", GetState.Request(), resend_after=3.0).current_state.label
 
 
 def node_command(executable: str, *params: str) -> list[str]:
