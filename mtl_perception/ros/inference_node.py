@@ -352,16 +352,25 @@ class InferenceNode(ManagedNode):
             counters = (self.frames_received, self.frames_processed, self.frames_dropped)
         total_ms = (done - received) * 1e3
         self._health.processed(total_ms)
-        timings = prediction.timings
-        allocated, reserved = predictor.gpu_memory_mb()
-        stats = InferenceStats(
-            header=msg.header, node_name=self.get_fully_qualified_name(), model_name=predictor.model_name,
-            device=str(predictor.device), precision=predictor.precision, queue_ms=(start - received) * 1e3,
-            preprocess_ms=decode_ms + timings.preprocess_ms, inference_ms=timings.inference_ms,
-            postprocess_ms=timings.postprocess_ms + (done - publish_start) * 1e3, total_ms=total_ms,
-            frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
-            gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
+        stats = self.frame_stats(msg.header, predictor, prediction.timings, counters, decode_ms,
+                                 (done - publish_start) * 1e3, total_ms, queue_ms=(start - received) * 1e3)
         self.publish_stats(self._outputs["stats"], stats)
+
+    def frame_stats(self, header, predictor: Predictor, timings, counters: tuple[int, int, int], decode_ms: float,
+                    publish_ms: float, total_ms: float, queue_ms: float | None = None) -> InferenceStats:
+        """One frame's InferenceStats: decoding counts as preprocessing and publishing as
+        postprocessing; ``queue_ms`` defaults to what ``total_ms`` leaves over the stages."""
+        preprocess_ms = decode_ms + timings.preprocess_ms
+        postprocess_ms = timings.postprocess_ms + publish_ms
+        if queue_ms is None:
+            queue_ms = total_ms - preprocess_ms - timings.inference_ms - postprocess_ms
+        allocated, reserved = predictor.gpu_memory_mb()
+        return InferenceStats(
+            header=header, node_name=self.get_fully_qualified_name(), model_name=predictor.model_name,
+            device=str(predictor.device), precision=predictor.precision, queue_ms=queue_ms,
+            preprocess_ms=preprocess_ms, inference_ms=timings.inference_ms, postprocess_ms=postprocess_ms,
+            total_ms=total_ms, frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
+            gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
 
     def publish_stats(self, publisher, stats: InferenceStats) -> None:
         """Publish a frame's stats; a frame that finishes while the node shuts down is not an error."""

@@ -35,7 +35,6 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from mtl_perception.image_msg_codec import ImageConversionError
-from mtl_perception.msg import InferenceStats
 from mtl_perception.ros.diagnostics import FrameHealth, diagnostic_array, health_status
 from mtl_perception.ros.inference_node import InferenceNode, run_node
 
@@ -210,7 +209,6 @@ class MulticamNode(InferenceNode):
                 self._drop_frame(camera, "inference failed", f"{type(exc).__name__}: {exc}")
             return
         publish_start = time.perf_counter()
-        allocated, reserved = predictor.gpu_memory_mb()
         for (camera, msg, received, image), prediction in zip(frames, predictions):
             try:
                 self.publish_outputs(msg.header, image, prediction, camera.outputs)
@@ -221,16 +219,8 @@ class MulticamNode(InferenceNode):
             total_ms = (done - received) * 1e3
             with self._condition:
                 counters = camera.served(total_ms)
-            timings = prediction.timings
-            preprocess_ms = decode_ms + timings.preprocess_ms
-            postprocess_ms = timings.postprocess_ms + (done - publish_start) * 1e3
-            self.publish_stats(camera.outputs["stats"], InferenceStats(
-                header=msg.header, node_name=self.get_fully_qualified_name(), model_name=predictor.model_name,
-                device=str(predictor.device), precision=predictor.precision,
-                queue_ms=total_ms - preprocess_ms - timings.inference_ms - postprocess_ms,
-                preprocess_ms=preprocess_ms, inference_ms=timings.inference_ms, postprocess_ms=postprocess_ms,
-                total_ms=total_ms, frames_received=counters[0], frames_processed=counters[1],
-                frames_dropped=counters[2], gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved))
+            self.publish_stats(camera.outputs["stats"], self.frame_stats(
+                msg.header, predictor, prediction.timings, counters, decode_ms, (done - publish_start) * 1e3, total_ms))
 
     # -- diagnostics ---------------------------------------------------------------------------
 
