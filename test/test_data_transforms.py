@@ -9,7 +9,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mtl_perception.data.base import detection_fields, mask_field
-from mtl_perception.data.transforms import AugmentationConfig, JointTransform, build_transforms
+from mtl_perception.data.transforms import AugmentationConfig, JointTransform, RandomRot90, build_transforms
 
 HEIGHT, WIDTH = 120, 160
 BOXES = [(10, 10, 50, 40), (70, 15, 110, 60), (120, 20, 150, 100), (20, 60, 60, 110)]
@@ -77,6 +77,7 @@ GEOMETRIC_OPS = {
     "hflip": v2.RandomHorizontalFlip(p=1.0),
     "vflip": v2.RandomVerticalFlip(p=1.0),
     "resize": v2.Resize((300, 300)),
+    "rot90": RandomRot90(),
 }
 
 
@@ -99,6 +100,31 @@ def test_hflip_moves_box_and_mask_to_mirrored_position():
     assert (target["mask"][:, :WIDTH - 50] == 1).sum() == 0
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_rot90_turns_box_and_mask_counter_clockwise_by_hand_computed_corners(k, monkeypatch):
+    # Box 0 is x 10..50, y 10..40 in a WIDTH x HEIGHT frame. Counter-clockwise by 90 degrees
+    # (x, y) -> (y, WIDTH - x); by 180 -> (WIDTH - x, HEIGHT - y); by 270 -> (HEIGHT - y, x).
+    x0, y0, x1, y1 = BOXES[0]
+    expected = {1: [y0, WIDTH - x1, y1, WIDTH - x0],
+                2: [WIDTH - x1, HEIGHT - y1, WIDTH - x0, HEIGHT - y0],
+                3: [HEIGHT - y1, x0, HEIGHT - y0, x1]}[k]
+    monkeypatch.setattr(RandomRot90, "make_params", lambda self, flat: {"angle": 90.0 * k})
+    image, target = RandomRot90()(*make_sample())
+    size = (HEIGHT, WIDTH) if k == 2 else (WIDTH, HEIGHT)
+    assert tuple(image.shape[-2:]) == size and tuple(target["mask"].shape) == size
+    assert target["boxes"][0].tolist() == expected
+    ex0, ey0, ex1, ey1 = expected
+    assert (target["mask"][ey0:ey1, ex0:ex1] == 1).all() and (target["mask"] == 1).sum() == (x1 - x0) * (y1 - y0)
+    assert_aligned(image, target)
+
+
+def test_rot90_draws_each_quarter_turn():
+    torch.manual_seed(0)
+    angles = [RandomRot90().make_params([])["angle"] for _ in range(400)]
+    counts = [angles.count(90.0 * k) for k in range(4)]
+    assert sum(counts) == 400 and min(counts) > 70  # each ~100 of 400 (binomial sd ~9)
+
+
 def test_zoom_out_fills_mask_with_ignore_and_image_with_mean():
     torch.manual_seed(1)
     transform = build_transforms(AugmentationConfig(photometric=False, crop=False, hflip=False, zoom_out_p=1.0,
@@ -112,7 +138,7 @@ def test_zoom_out_fills_mask_with_ignore_and_image_with_mean():
 
 @pytest.mark.parametrize("photometric", [False, True])
 def test_full_training_pipeline_keeps_alignment_over_many_trials(photometric):
-    cfg = AugmentationConfig(input_size=(96, 128), photometric=photometric, vflip=True)
+    cfg = AugmentationConfig(input_size=(96, 128), photometric=photometric, vflip=True, rot90=True)
     transform = build_transforms(cfg, train=True)
     changed_boxes = 0
     for seed in range(150):

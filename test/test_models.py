@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mtl_perception.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from mtl_perception.letterbox import resize_geometry
@@ -48,6 +49,58 @@ def test_feature_sizes_match_the_real_feature_maps():
     with torch.no_grad():
         model(torch.zeros(1, 3, 100, 150))
     assert seen == feature_sizes(config) == [(13, 19), (7, 10), (4, 5), (2, 3), (1, 2), (1, 1)]
+
+
+@pytest.mark.parametrize("skips, score_side", [((), 4), (("c4",), 7), (("c4", "c3"), 13)])
+def test_fcn_skips_set_the_score_map_stride(skips, score_side):
+    # 100 px input: stride 32 -> ceil(100/32) = 4, stride 16 -> 7, stride 8 -> 13.
+    model = build_model(small_config(input_size=(100, 100), seg_skips=skips)).eval()
+    assert model.score_map_size((100, 100)) == (score_side, score_side)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 100, 100), seg_output_size=model.score_map_size((100, 100)))
+    assert out[SEG_LOGITS].shape == (1, 3, score_side, score_side)
+
+
+def test_fcn8s_starts_as_the_fcn16s_output_and_learns_from_the_stride_8_map():
+    # The skip score layers start at zero (FCN): at initialisation the extra c3 skip adds nothing
+    # to the FCN-16s scores resampled through the stride-8 grid, and the gradient reaches that layer.
+    torch.manual_seed(0)
+    fcn16 = build_model(small_config(input_size=(64, 64), seg_skips=("c4",))).eval()
+    fcn8 = build_model(small_config(input_size=(64, 64), seg_skips=("c4", "c3"))).eval()
+    missing, unexpected = fcn8.load_state_dict(fcn16.state_dict(), strict=False)
+    assert missing == ["seg_head.skip_score_c3.weight", "seg_head.skip_score_c3.bias"] and unexpected == []
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        via_stride_8 = F.interpolate(fcn16(images, seg_output_size=(8, 8))[SEG_LOGITS], size=(64, 64),
+                                     mode="bilinear", align_corners=False)
+        assert torch.allclose(fcn8(images)[SEG_LOGITS], via_stride_8, atol=1e-5)
+    fcn8(images)[SEG_LOGITS][:, 1].sum().backward()
+    assert fcn8.seg_head.skip_score_c3.weight.grad.abs().sum() > 0
+
+
+def test_seg_skips_are_validated_and_the_old_bool_field_still_loads():
+    with pytest.raises(ValueError, match="seg_skips"):
+        small_config(seg_skips=("c3",))
+    assert ModelConfig.from_dict({**small_config().to_dict(), "seg_skips": ["c4", "c3"]}).seg_skips == ("c4", "c3")
+    legacy = {k: v for k, v in small_config().to_dict().items() if k != "seg_skips"}
+    assert ModelConfig.from_dict({**legacy, "seg_skip": True}).seg_skips == ("c4",)
+    assert ModelConfig.from_dict({**legacy, "seg_skip": False}).seg_skips == ()
+
+
+def test_feature_pyramid_feeds_every_trunk_level_of_ssd_at_its_width():
+    config = small_config(input_size=(100, 150), det_fpn_channels=24)
+    model = build_model(config).eval()
+    seen = []
+    model.det_head.head.register_forward_pre_hook(lambda module, args: seen.extend(tuple(x.shape[1:]) for x in args[0]))
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 100, 150))
+    sizes = feature_sizes(config)
+    levels = len(config.det_stages)
+    assert seen[:levels] == [(24, h, w) for h, w in sizes[:levels]]
+    assert [c for c, _, _ in seen[levels:]] == list(config.det_extra_channels)
+    assert out[CLS_LOGITS].shape[1] == model.anchors().shape[0]
+    with pytest.raises(ValueError, match="det_fpn_channels"):
+        small_config(det_fpn_channels=-1)
 
 
 def test_single_task_twins_share_the_classes_and_differ_by_one_branch():

@@ -54,6 +54,8 @@ class AugmentationConfig:
             uncropped with probability 1/7 by design).
         crop_min_scale: smallest crop side as a fraction of the image side.
         hflip / hflip_p, vflip / vflip_p: flips.
+        rot90: rotate by a random multiple of 90 degrees (k = 0..3, each 1/4); with the
+            flips this covers the 8 symmetries of nadir imagery, which has no "up".
         fill_mean: RGB uint8 fill of zoomed-out borders and letterbox padding.
         min_box_size: boxes smaller than this (pixels, after resize) are removed.
         resize: ``stretch`` or ``letterbox``: how the sample is fitted to ``input_size``
@@ -77,6 +79,7 @@ class AugmentationConfig:
     hflip_p: float = 0.5
     vflip: bool = False
     vflip_p: float = 0.5
+    rot90: bool = False
     fill_mean: tuple[int, int, int] = IMAGENET_MEAN_UINT8
     min_box_size: float = 1.0
     resize: str = "stretch"
@@ -163,6 +166,19 @@ class RandomAreaCrop(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return F.crop(inpt, **params)
+
+
+class RandomRot90(v2.Transform):
+    """Rotate image, boxes and masks counter-clockwise by ``90 * k`` degrees, ``k`` uniform in
+    0..3 (``F.rotate`` with ``expand``: exact for multiples of 90, a W x H frame becomes H x W)."""
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        return {"angle": 90.0 * int(torch.randint(0, 4, ()))}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if params["angle"] == 0.0:
+            return inpt
+        return F.rotate(inpt, params["angle"], expand=True)
 
 
 def fit_to_input(cfg: "AugmentationConfig") -> torch.nn.Module:
@@ -252,6 +268,8 @@ def build_transforms(cfg: AugmentationConfig | None = None, train: bool = True) 
         finish.append(v2.RandomHorizontalFlip(cfg.hflip_p))
     if cfg.vflip:
         finish.append(v2.RandomVerticalFlip(cfg.vflip_p))
+    if cfg.rot90:
+        finish.append(RandomRot90())
     finish.append(resize)
     sanitize = v2.SanitizeBoundingBoxes(min_size=cfg.min_box_size, labels_getter=_labels_and_flags)
     return JointTransform(steps, box_crop, plain_crop, finish, sanitize)

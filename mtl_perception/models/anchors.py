@@ -16,7 +16,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from .config import ModelConfig
 
-_STAGE_STRIDES = {"c3": 8, "c4": 16, "c5": 32}
+STAGE_STRIDES = {"c3": 8, "c4": 16, "c5": 32}
 # SSD's box-coder weights (variance 0.1 for centres, 0.2 for sizes).
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -41,7 +41,7 @@ def feature_sizes(config: ModelConfig, input_size: tuple[int, int] | None = None
     height, width = input_size or config.input_size
     sizes = []
     for stage in config.det_stages:
-        halvings = int(math.log2(_STAGE_STRIDES[stage]))
+        halvings = int(math.log2(STAGE_STRIDES[stage]))
         sizes.append((halve(height, halvings), halve(width, halvings)))
     c5 = (halve(height, 5), halve(width, 5))
     for i in range(len(config.det_extra_channels)):

@@ -11,6 +11,8 @@ from ..letterbox import RESIZE_MODES
 TASKS = ("segmentation", "detection")
 TRUNKS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
 HEAD_NORMS = ("batch", "group")
+# FCN-32s, FCN-16s (the paper's "FCN with a skip"), FCN-8s (Long et al. 2015)
+SEG_SKIP_CHOICES = ((), ("c4",), ("c4", "c3"))
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Masks are mono8 (published and in bags): class ids 0..254, 255 is ground truth's ignore value.
@@ -36,10 +38,11 @@ class ModelConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN  # input normalization, RGB in [0, 1]
     std: tuple[float, float, float] = IMAGENET_STD
     seg_head_channels: int = 256  # width of the 3x3 conv before the deep score layer
-    seg_skip: bool = True  # FCN skip connection from the stride-16 stage (FCN-16s)
+    seg_skips: tuple[str, ...] = ("c4",)  # FCN skip stages, deep to shallow: () FCN-32s, ("c4",) FCN-16s, ("c4", "c3") FCN-8s
     head_norm: str = "batch"  # batch | group: the branches' norm layers (GroupNorm never mixes interleaved tasks' statistics)
     det_stages: tuple[str, ...] = ("c3", "c4", "c5")  # trunk stages that feed SSD, shallow to deep
     det_extra_channels: tuple[int, ...] = (512, 256, 256)  # extra stride-2 layers after c5
+    det_fpn_channels: int = 0  # > 0: a feature pyramid (Lin et al. 2017) of this width over det_stages feeds SSD
     anchor_aspect_ratios: tuple[tuple[int, ...], ...] = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
     anchor_min_ratio: float = 0.1  # smallest default-box scale, fraction of the input side
     anchor_max_ratio: float = 0.9  # largest default-box scale
@@ -50,6 +53,7 @@ class ModelConfig:
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.det_stages = tuple(self.det_stages)
+        self.seg_skips = tuple(self.seg_skips)
         self.det_extra_channels = tuple(int(v) for v in self.det_extra_channels)
         self.anchor_aspect_ratios = tuple(tuple(int(a) for a in r) for r in self.anchor_aspect_ratios)
         self.validate()
@@ -75,6 +79,8 @@ class ModelConfig:
         if "segmentation" in self.tasks and self.num_seg_classes > MAX_SEG_CLASSES:
             raise ValueError(f"num_seg_classes must be <= {MAX_SEG_CLASSES}: masks are mono8 and 255 is the "
                              f"ignore value; got {self.num_seg_classes}")
+        if "segmentation" in self.tasks and self.seg_skips not in SEG_SKIP_CHOICES:
+            raise ValueError(f"seg_skips must be one of {list(SEG_SKIP_CHOICES)} (deep to shallow), got {self.seg_skips}")
         if "detection" in self.tasks:
             if self.num_det_classes < 1:
                 raise ValueError("num_det_classes must be >= 1")
@@ -87,6 +93,8 @@ class ModelConfig:
                     f"has {levels} feature levels ({len(self.det_stages)} trunk stages + "
                     f"{len(self.det_extra_channels)} extra layers)"
                 )
+            if self.det_fpn_channels < 0:
+                raise ValueError(f"det_fpn_channels must be >= 0, got {self.det_fpn_channels}")
             if not 0 < self.anchor_min_ratio < self.anchor_max_ratio <= 1.5:
                 raise ValueError("need 0 < anchor_min_ratio < anchor_max_ratio <= 1.5")
 
@@ -113,6 +121,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if "seg_skip" in data and "seg_skips" not in data:
+            # Checkpoints written before seg_skips: a bool for the one stride-16 skip.
+            data = {**data, "seg_skips": ("c4",) if data["seg_skip"] else ()}
+            del data["seg_skip"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.ssd import SSDHead
+from torchvision.ops import FeaturePyramidNetwork
 
 from .config import HEAD_NORMS
 
@@ -28,22 +30,28 @@ def head_norm_layer(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"head norm must be one of {HEAD_NORMS}, got {kind!r}")
 
 
-class FCNSkipHead(nn.Module):
-    """FCN segmentation branch with one skip connection (FCN-16s, Long et al. 2015).
+def _skip_layer_name(stage: str) -> str:
+    # "skip_score" for the stride-16 skip keeps FCN-16s checkpoints from before FCN-8s loadable.
+    return "skip_score" if stage == "c4" else f"skip_score_{stage}"
 
-    Class scores from the deepest features (``c5``, stride 32) are upsampled to the
-    stride-16 map, added to a score map computed from ``c4``, and the sum is upsampled
-    to the network's input size.
+
+class FCNSkipHead(nn.Module):
+    """FCN segmentation branch with skip connections (Long et al. 2015).
+
+    Class scores from the deepest features (``c5``, stride 32) are upsampled to each skip
+    stage in turn (deep to shallow), added to a score map computed from that stage, and the
+    last sum is upsampled to the requested output size: no skip is FCN-32s, ``c4`` FCN-16s
+    (the paper's "FCN with a skip"), ``c4`` then ``c3`` FCN-8s.
 
     Args:
         deep_channels: channels of ``c5``.
-        skip_channels: channels of ``c4``; ``None`` disables the skip (FCN-32s).
+        skip_channels: ``{stage: channels}`` of the skip stages, deep to shallow (empty: FCN-32s).
         num_classes: segmentation classes, background included.
         mid_channels: width of the 3x3 conv before the deep score layer.
         norm: ``batch`` or ``group`` (see :func:`head_norm_layer`).
     """
 
-    def __init__(self, deep_channels: int, skip_channels: int | None, num_classes: int, mid_channels: int = 256,
+    def __init__(self, deep_channels: int, skip_channels: dict[str, int], num_classes: int, mid_channels: int = 256,
                  norm: str = "batch"):
         super().__init__()
         self.deep_score = nn.Sequential(
@@ -53,19 +61,21 @@ class FCNSkipHead(nn.Module):
             nn.Dropout2d(0.1),
             nn.Conv2d(mid_channels, num_classes, 1),
         )
-        self.skip_score = nn.Conv2d(skip_channels, num_classes, 1) if skip_channels else None
-        if self.skip_score is not None:
-            # FCN initialises the skip score layer to zero, so training starts from the 32s output.
-            nn.init.zeros_(self.skip_score.weight)
-            nn.init.zeros_(self.skip_score.bias)
+        self.skip_stages = tuple(skip_channels)
+        for stage, channels in skip_channels.items():
+            layer = nn.Conv2d(channels, num_classes, 1)
+            # FCN initialises the skip score layers to zero, so training starts from the coarser output.
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+            self.add_module(_skip_layer_name(stage), layer)
 
     def forward(self, features: dict[str, torch.Tensor], output_size: tuple[int, int]) -> torch.Tensor:
         """Returns logits [B, num_classes, *output_size]."""
         score = self.deep_score(features["c5"])
-        if self.skip_score is not None:
-            skip = features["c4"]
+        for stage in self.skip_stages:
+            skip = features[stage]
             score = F.interpolate(score, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            score = score + self.skip_score(skip)
+            score = score + getattr(self, _skip_layer_name(stage))(skip)
         return F.interpolate(score, size=output_size, mode="bilinear", align_corners=False)
 
 
@@ -112,6 +122,9 @@ class SSDBranch(nn.Module):
         anchors_per_location: default boxes per cell for every level.
         num_classes: detection classes, background excluded.
         norm: ``batch`` or ``group`` normalisation of the trunk maps (see :func:`head_norm_layer`).
+        fpn_channels: > 0 passes the normalised trunk maps through torchvision's
+            ``FeaturePyramidNetwork`` of this width (Lin et al. 2017): the shallow maps, whose
+            few channels hold the small objects, get the deeper maps' semantics top-down.
     """
 
     def __init__(
@@ -123,6 +136,7 @@ class SSDBranch(nn.Module):
         anchors_per_location: list[int],
         num_classes: int,
         norm: str = "batch",
+        fpn_channels: int = 0,
     ):
         super().__init__()
         self.stages = stages
@@ -130,11 +144,15 @@ class SSDBranch(nn.Module):
         # Normalise the trunk maps: their scales differ by orders of magnitude
         # between stages (the reason SSD adds L2Norm on conv4_3).
         self.stage_norms = nn.ModuleList(head_norm_layer(norm, c) for c in stage_channels)
+        self.fpn = FeaturePyramidNetwork(list(stage_channels), fpn_channels) if fpn_channels > 0 else None
+        level_channels = [fpn_channels] * len(stages) if self.fpn is not None else list(stage_channels)
         # +1: SSD's softmax has a background class at index 0.
-        self.head = SSDHead(list(stage_channels) + list(extra_channels), anchors_per_location, num_classes + 1)
+        self.head = SSDHead(level_channels + list(extra_channels), anchors_per_location, num_classes + 1)
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Returns ``bbox_regression`` [B, A, 4] and ``cls_logits`` [B, A, num_classes + 1]."""
         maps = [norm(features[key]) for key, norm in zip(self.stages, self.stage_norms)]
+        if self.fpn is not None:
+            maps = list(self.fpn(OrderedDict(zip(self.stages, maps))).values())
         maps += self.extras(features["c5"])
         return self.head(maps)

@@ -14,10 +14,12 @@ sharing is where the multitask model saves time, memory and size over two networ
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .anchors import AnchorGenerator, box_coder, halve
+from .anchors import STAGE_STRIDES, AnchorGenerator, box_coder, halve
 from .config import ModelConfig
 from .heads import FCNSkipHead, SSDBranch
 from .trunks import Trunk
@@ -47,8 +49,8 @@ class PerceptionNet(nn.Module):
         self.anchor_generator = AnchorGenerator(config) if config.has_detection else None
         self.box_coder = box_coder() if config.has_detection else None
         self.seg_head = (
-            FCNSkipHead(channels["c5"], channels["c4"] if config.seg_skip else None, config.num_seg_classes,
-                        config.seg_head_channels, norm=config.head_norm)
+            FCNSkipHead(channels["c5"], {stage: channels[stage] for stage in config.seg_skips},
+                        config.num_seg_classes, config.seg_head_channels, norm=config.head_norm)
             if config.has_segmentation else None
         )
         self.det_head = (
@@ -60,6 +62,7 @@ class PerceptionNet(nn.Module):
                 self.anchor_generator.num_anchors_per_location(),
                 config.num_det_classes,
                 norm=config.head_norm,
+                fpn_channels=config.det_fpn_channels,
             )
             if config.has_detection else None
         )
@@ -85,10 +88,10 @@ class PerceptionNet(nn.Module):
         return outputs
 
     def score_map_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        """(H, W) of the FCN branch's class scores before its final upsampling (the stride-16
-        skip map, or stride 32 without the skip). ``forward(images, score_map_size(...))``
+        """(H, W) of the FCN branch's class scores before its final upsampling (the map of its
+        shallowest skip stage, or stride 32 without a skip). ``forward(images, score_map_size(...))``
         returns the scores unresampled, for the caller to resize once to any size."""
-        halvings = 4 if self.config.seg_skip else 5
+        halvings = int(math.log2(STAGE_STRIDES[self.config.seg_skips[-1]])) if self.config.seg_skips else 5
         return halve(int(input_size[0]), halvings), halve(int(input_size[1]), halvings)
 
     def anchors(self, input_size: tuple[int, int] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
