@@ -18,6 +18,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
 from .data.base import IGNORE_INDEX
+from .ignored_regions import IGNORE_REGION_OVERLAP, in_ignored_regions
 from .models.anchors import box_coder
 from .models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS
 
@@ -43,31 +44,17 @@ def segmentation_loss(seg_logits: torch.Tensor, targets: list[dict], ignore_inde
     return total / count.clamp(min=1)
 
 
-# An anchor with at least this fraction of its area inside ignored regions (VisDrone's
-# category 0) that matches no box is neither a positive nor a negative.
-IGNORE_REGION_OVERLAP = 0.5
-
-
 def ignored_anchors(anchors: torch.Tensor, ignore_mask: torch.Tensor, min_overlap: float = IGNORE_REGION_OVERLAP) -> torch.Tensor:
-    """Anchors lying mostly inside ignored regions.
+    """Anchors lying mostly inside ignored regions (the rule of :mod:`mtl_perception.ignored_regions`).
 
     Args:
         anchors: [A, 4] XYXY input pixels.
         ignore_mask: [H, W] at input resolution, 1 inside ignored regions (other values: not).
     Returns:
-        bool [A]: the covered fraction of the anchor's whole area (pixels, from an integral
-        image; area outside the input counts as not ignored) is ``>= min_overlap``.
+        bool [A]: at least ``min_overlap`` of the anchor's area is covered (area outside the
+        input counts as not ignored).
     """
-    inside = (ignore_mask == 1).to(torch.float64)
-    height, width = inside.shape
-    integral = F.pad(inside.cumsum(0).cumsum(1), (1, 0, 1, 0))
-    x0 = anchors[:, 0].round().clamp(0, width).long()
-    x1 = anchors[:, 2].round().clamp(0, width).long()
-    y0 = anchors[:, 1].round().clamp(0, height).long()
-    y1 = anchors[:, 3].round().clamp(0, height).long()
-    covered = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
-    area = ((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])).to(torch.float64).clamp(min=1e-9)
-    return covered / area >= min_overlap
+    return in_ignored_regions(anchors, ignore_mask, min_overlap).to(anchors.device)
 
 
 def multibox_loss(

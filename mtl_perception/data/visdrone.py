@@ -13,9 +13,10 @@ One object per annotation line, comma separated (a trailing comma is allowed)::
 *ignored region* (a crowd or an area the annotators skipped) and 11 *others*. Ignored
 regions become the sample's ``ignore_mask`` ([H, W] uint8 ``tv_tensors.Mask``, 1 inside a
 region): the SSD loss neither rewards nor penalises anchors lying mostly inside one (see
-:func:`mtl_perception.losses.multibox_loss`). Boxes of classes the model lacks (by default
-``others``) are dropped. ``truncation`` is 0 (none) or 1 (1-50 % outside the image);
-``occlusion`` 0 (none), 1 (1-50 %) or 2 (50-100 %).
+:func:`mtl_perception.losses.multibox_loss`), and evaluation drops detections and boxes lying
+mostly inside one, as the VisDrone toolkit does (:mod:`mtl_perception.ignored_regions`).
+Boxes of classes the model lacks (by default ``others``) are dropped. ``truncation`` is 0
+(none) or 1 (1-50 % outside the image); ``occlusion`` 0 (none), 1 (1-50 %) or 2 (50-100 %).
 """
 
 from __future__ import annotations

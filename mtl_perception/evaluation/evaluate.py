@@ -57,9 +57,10 @@ def evaluate(
 
     Samples count for the tasks they are labelled for (``mask``: segmentation, ``boxes``:
     detection) among the predictor's tasks; VOC ``difficult`` boxes are neither positives
-    nor false positives; mask pixels 255 are ignored. A sample whose ``image_id`` was
-    already seen is skipped: datasets hand out the next sample in place of an undecodable
-    one.
+    nor false positives; detections and boxes lying mostly inside a sample's ``ignore_mask``
+    (VisDrone's ignored regions) are dropped before matching; mask pixels 255 are ignored.
+    A sample whose ``image_id`` was already seen is skipped: datasets hand out the next
+    sample in place of an undecodable one.
 
     Args:
         predictor: a Predictor (or object with ``predict``, ``tasks``, ``class_names``);

@@ -11,7 +11,8 @@
   ``det_voc07_ap50`` (11-point), ``det_coco_map`` (COCO AP@[.5:.95]), ``det_coco_ap50``,
   ``det_coco_ap75``, ``det_per_class_ap50`` / ``det_per_class_voc07_ap50`` /
   ``det_per_class_coco_map`` (class name -> AP), ``det_num_detections``,
-  ``det_num_ground_truth``, ``det_num_images``;
+  ``det_num_ground_truth``, ``det_num_ignored_detections``, ``det_num_ignored_ground_truth``
+  (dropped in the sample's ignored regions), ``det_num_images``;
 * ``score``: the mean of ``seg_miou`` and ``det_voc_ap50``, those present and not NaN.
 
 A task's keys are present only when at least one image was scored for it.
@@ -34,6 +35,7 @@ _DETECTION_KEYS = {  # DetectionEvaluator.compute() key -> scheme key
     "coco_ap50": "det_coco_ap50", "coco_ap75": "det_coco_ap75", "per_class_ap_voc": "det_per_class_ap50",
     "per_class_ap_voc07": "det_per_class_voc07_ap50", "per_class_ap_coco": "det_per_class_coco_map",
     "num_detections": "det_num_detections", "num_ground_truth": "det_num_ground_truth",
+    "num_ignored_detections": "det_num_ignored_detections", "num_ignored_ground_truth": "det_num_ignored_ground_truth",
 }
 
 
@@ -63,7 +65,9 @@ class TaskScores:
         """Score one image's prediction against its target; returns the tasks it counted for.
 
         ``image_id`` must be unique among the images added. VOC ``difficult`` boxes are
-        neither positives nor false positives; mask pixels 255 are ignored.
+        neither positives nor false positives; detections and boxes lying mostly inside the
+        target's ``ignore_mask`` (VisDrone's ignored regions, in the prediction's pixels) are
+        dropped, as the VisDrone toolkit does; mask pixels 255 are ignored.
 
         Raises:
             ValueError: the prediction lacks a mask the target asks for, or shapes/labels
@@ -76,9 +80,11 @@ class TaskScores:
             self.confusion.update(np.asarray(prediction.mask).astype(np.int64), to_numpy(target["mask"]).astype(np.int64))
         if "detection" in labelled:
             difficult = target.get("difficult")
+            regions = target.get("ignore_mask")
             self.detections.add(image_id, prediction.boxes, prediction.scores, prediction.labels,
                                 to_numpy(target["boxes"]).reshape(-1, 4), to_numpy(target["labels"]),
-                                None if difficult is None else to_numpy(difficult).astype(bool))
+                                None if difficult is None else to_numpy(difficult).astype(bool),
+                                None if regions is None else to_numpy(regions))
         for task in labelled:
             self.num_images[task] += 1
         return labelled

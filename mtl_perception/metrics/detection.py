@@ -19,6 +19,13 @@ Difficult ground truth:
   ``intersection / detection area``, so a detection lying inside a difficult
   box is ignored even when its plain IoU is small.
 
+Ignored regions (VisDrone's category 0, given to :meth:`DetectionEvaluator.add` as
+``ignore_mask``): as in the VisDrone toolkit's ``dropObjectsInIgr.m``, ground truth and
+detections with at least :data:`~mtl_perception.ignored_regions.IGNORE_REGION_OVERLAP` of
+their own area inside the regions are dropped when the image is added, before any matching.
+Such a detection is neither TP nor FP, such a box no positive, and the VOC and COCO paths
+both see only what is left (COCOeval is never shown the dropped boxes).
+
 The COCO numbers come from faster-coco-eval's ``COCOeval_faster`` with the
 standard parameters (10 IoU thresholds, 101 recall points, at most 100
 detections per image, highest scores kept).
@@ -34,6 +41,8 @@ import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
 from torchvision.ops import box_iou
+
+from ..ignored_regions import in_ignored_regions
 
 VOC_IOU_THRESHOLD = 0.5
 
@@ -147,6 +156,7 @@ class DetectionEvaluator:
         gt_boxes: Any,
         gt_labels: Any,
         gt_difficult: Any | None = None,
+        ignore_mask: Any | None = None,
     ) -> None:
         """Record one image's detections and ground truth.
 
@@ -158,6 +168,8 @@ class DetectionEvaluator:
             gt_boxes: (M, 4) xyxy pixel coordinates.
             gt_labels: (M,) class indices into ``class_names``.
             gt_difficult: optional (M,) bools; True marks VOC "difficult" boxes.
+            ignore_mask: optional [H, W] in the boxes' pixels, 1 inside ignored regions;
+                detections and ground truth mostly inside them are dropped (module docstring).
         """
         if image_id in self._images:
             raise ValueError(f"image_id {image_id!r} was already added")
@@ -170,7 +182,7 @@ class DetectionEvaluator:
             raise ValueError("pred_scores contains non-finite values")
         if gt_difficult is None:
             gt_difficult = np.zeros((num_gt,), dtype=bool)
-        self._images[image_id] = {
+        image = {
             "pred_boxes": pred_boxes,
             "pred_scores": pred_scores,
             "pred_labels": _labels(pred_labels, num_pred, num_classes, "pred_labels"),
@@ -178,6 +190,18 @@ class DetectionEvaluator:
             "gt_labels": _labels(gt_labels, num_gt, num_classes, "gt_labels"),
             "gt_difficult": _vector(gt_difficult, num_gt, "gt_difficult", bool),
         }
+        keep_pred, keep_gt = np.ones(num_pred, dtype=bool), np.ones(num_gt, dtype=bool)
+        if ignore_mask is not None:
+            region = _ignore_mask(ignore_mask)
+            keep_pred = ~in_ignored_regions(torch.from_numpy(pred_boxes), region).numpy()
+            keep_gt = ~in_ignored_regions(torch.from_numpy(gt_boxes), region).numpy()
+        for key in ("pred_boxes", "pred_scores", "pred_labels"):
+            image[key] = image[key][keep_pred]
+        for key in ("gt_boxes", "gt_labels", "gt_difficult"):
+            image[key] = image[key][keep_gt]
+        image["num_ignored_detections"] = int((~keep_pred).sum())
+        image["num_ignored_ground_truth"] = int((~keep_gt).sum())
+        self._images[image_id] = image
 
     def merge(self, other: DetectionEvaluator) -> None:
         """Take over the images of another evaluator (e.g. from another process)."""
@@ -197,8 +221,9 @@ class DetectionEvaluator:
             dict with ``voc07_map``, ``voc_map``, ``coco_map``, ``coco_ap50``,
             ``coco_ap75`` (floats), ``per_class_ap_voc07``, ``per_class_ap_voc``,
             ``per_class_ap_coco`` (class name -> float), ``num_images``,
-            ``num_detections`` and ``num_ground_truth`` (ints; difficult
-            boxes included).
+            ``num_detections`` and ``num_ground_truth`` (ints; the boxes scored,
+            difficult ones included), ``num_ignored_detections`` and
+            ``num_ignored_ground_truth`` (ints; dropped in ignored regions).
         """
         voc07 = {}
         voc = {}
@@ -214,6 +239,8 @@ class DetectionEvaluator:
             "num_images": len(self._images),
             "num_detections": sum(len(image["pred_scores"]) for image in self._images.values()),
             "num_ground_truth": sum(len(image["gt_labels"]) for image in self._images.values()),
+            "num_ignored_detections": sum(image["num_ignored_detections"] for image in self._images.values()),
+            "num_ignored_ground_truth": sum(image["num_ignored_ground_truth"] for image in self._images.values()),
         }
 
     def _voc_class_ap(self, class_index: int) -> tuple[float, float]:
@@ -345,6 +372,13 @@ class DetectionEvaluator:
             "coco_ap75": stats[2],
             "per_class_ap_coco": {**nan_per_class, **per_class},
         }
+
+
+def _ignore_mask(values: Any) -> torch.Tensor:
+    mask = _to_numpy(values, "ignore_mask")
+    if mask.ndim != 2:
+        raise ValueError(f"ignore_mask must have shape (H, W), got {mask.shape}")
+    return torch.from_numpy(np.ascontiguousarray(mask))
 
 
 def _xywh(box: np.ndarray) -> list[float]:
