@@ -23,14 +23,18 @@ from .models.anchors import box_coder
 from .models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS
 
 
-def segmentation_loss(seg_logits: torch.Tensor, targets: list[dict], ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def segmentation_loss(seg_logits: torch.Tensor, targets: list[dict], ignore_index: int = IGNORE_INDEX,
+                      class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel cross-entropy over the samples that carry a ``mask``.
 
     Args:
         seg_logits: [B, K, H, W] logits at input resolution.
         targets: B dicts; ``mask`` is [H, W] int with ``ignore_index`` for unlabelled pixels.
+        class_weights: [K] weight of each class's pixels (None: all 1), e.g. to lift a rare
+            class's recall.
     Returns:
-        Mean over labelled pixels; 0 when there are none.
+        Weighted mean over labelled pixels (sum of weighted losses over sum of the pixels'
+        weights, as ``F.cross_entropy``'s mean); 0 when there are none.
     """
     index = [i for i, t in enumerate(targets) if "mask" in t]
     if not index:
@@ -39,9 +43,13 @@ def segmentation_loss(seg_logits: torch.Tensor, targets: list[dict], ignore_inde
     masks = torch.stack([targets[i]["mask"].to(device=logits.device, dtype=torch.long) for i in index])
     if masks.shape[-2:] != logits.shape[-2:]:
         raise ValueError(f"mask size {tuple(masks.shape[-2:])} does not match logits {tuple(logits.shape[-2:])}")
-    total = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index, reduction="sum")
-    count = (masks != ignore_index).sum()
-    return total / count.clamp(min=1)
+    labelled = masks != ignore_index
+    if class_weights is None:
+        total = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index, reduction="sum")
+        return total / labelled.sum().clamp(min=1)
+    weights = class_weights.to(device=logits.device, dtype=torch.float32)
+    total = F.cross_entropy(logits.float(), masks, weight=weights, ignore_index=ignore_index, reduction="sum")
+    return total / weights[masks[labelled]].sum().clamp(min=1e-12)
 
 
 def ignored_anchors(anchors: torch.Tensor, ignore_mask: torch.Tensor, min_overlap: float = IGNORE_REGION_OVERLAP) -> torch.Tensor:
@@ -153,11 +161,15 @@ class MultitaskLoss(nn.Module):
         weights: fixed weight per task (``segmentation``, ``detection``), default 1.
         learned_weights: learn the weights instead.
         box_loss: ``smooth_l1`` or ``giou``.
+        seg_class_weights: per-class weights of the pixel cross-entropy (None: all 1).
     """
 
     def __init__(self, tasks: tuple[str, ...], weights: dict[str, float] | None = None,
-                 learned_weights: bool = False, box_loss: str = "smooth_l1", neg_pos_ratio: int = 3):
+                 learned_weights: bool = False, box_loss: str = "smooth_l1", neg_pos_ratio: int = 3,
+                 seg_class_weights: list[float] | None = None):
         super().__init__()
+        self.register_buffer("seg_class_weights", torch.tensor(seg_class_weights, dtype=torch.float32)
+                             if seg_class_weights is not None else None, persistent=False)
         self.tasks = tuple(tasks)
         self.weights = {t: float((weights or {}).get(t, 1.0)) for t in self.tasks}
         self.box_loss = box_loss
@@ -170,7 +182,7 @@ class MultitaskLoss(nn.Module):
         task_losses: dict[str, torch.Tensor] = {}
         present: dict[str, bool] = {}
         if "segmentation" in self.tasks:
-            parts["loss_seg"] = segmentation_loss(outputs[SEG_LOGITS], targets)
+            parts["loss_seg"] = segmentation_loss(outputs[SEG_LOGITS], targets, class_weights=self.seg_class_weights)
             task_losses["segmentation"] = parts["loss_seg"]
             present["segmentation"] = any("mask" in t for t in targets)
         if "detection" in self.tasks:

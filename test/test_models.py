@@ -179,6 +179,20 @@ def test_losses_are_finite_for_every_batch_kind(case):
     parts["loss"].backward()  # a graph exists even when every term is zero
 
 
+def test_class_weighted_segmentation_loss_by_hand():
+    # Two classes, three pixels with logits (2, 0): one background, one of class 1, one ignored.
+    # Cross-entropy: background log(1 + e^-2), class 1 log(1 + e^2); weights (1, 3) give
+    # (1 * a + 3 * b) / (1 + 3); the ignored pixel counts nowhere.
+    logits = torch.tensor([[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]]).view(1, 2, 1, 3)
+    target = {"mask": torch.tensor([[0, 1, 255]])}
+    a, b = math.log(1 + math.exp(-2)), math.log(1 + math.exp(2))
+    weighted = segmentation_loss(logits, [target], class_weights=torch.tensor([1.0, 3.0]))
+    assert weighted.item() == pytest.approx((a + 3 * b) / 4, rel=1e-6)
+    assert segmentation_loss(logits, [target]).item() == pytest.approx((a + b) / 2, rel=1e-6)
+    loss = MultitaskLoss(("segmentation",), seg_class_weights=[1.0, 3.0])
+    assert loss({SEG_LOGITS: logits}, [target])["loss_seg"].item() == pytest.approx((a + 3 * b) / 4, rel=1e-6)
+
+
 def test_segmentation_loss_uses_only_labelled_samples():
     config = small_config()
     _, outputs = _outputs(config, batch=2)

@@ -178,6 +178,8 @@ def test_unknown_keys_are_errors_naming_the_key(tiny_data):
         config_from_dict({**base, "model": {"num_det_classes": 3}})
     with pytest.raises(ConfigError, match="task must be one of"):
         config_from_dict({**base, "task": "panoptic"})
+    with pytest.raises(ConfigError, match=r"loss\.seg_class_weights"):
+        config_from_dict({**base, "loss": {"seg_class_weights": [1, -2]}})
 
 
 def test_yaml_file_and_overrides(tiny_data, tmp_path):
@@ -235,6 +237,16 @@ def test_disagreeing_class_lists_are_an_error(tiny_data):
         "train": [{"dataset": tiny_data["seg_train"]}, {"dataset": other}], "val": []}))
     with pytest.raises(ConfigError, match="segmentation classes differ"):
         build_training_data(config)
+
+
+def test_seg_class_weights_must_name_every_segmentation_class(tiny_data, tmp_path):
+    classes = len(build_training_data(config_from_dict(tiny_config_dict(tiny_data))).class_names["segmentation"])
+    config = config_from_dict(tiny_config_dict(tiny_data, loss={"seg_class_weights": [1.0] * (classes + 1)}))
+    with pytest.raises(ConfigError, match=f"has {classes + 1} entries but the model has {classes}"):
+        Trainer(config, tmp_path / "run")
+    weights = [1.0] + [2.0] * (classes - 1)
+    trainer = Trainer(config_from_dict(tiny_config_dict(tiny_data, loss={"seg_class_weights": weights})), tmp_path / "ok")
+    assert trainer.loss.seg_class_weights.tolist() == weights
 
 
 # -- the loop -----------------------------------------------------------------------------------

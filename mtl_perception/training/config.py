@@ -83,6 +83,7 @@ class LossConfig:
     learned_weights: bool = False  # Kendall et al. 2018 homoscedastic uncertainty weights
     box_loss: str = "smooth_l1"  # smooth_l1 | giou
     neg_pos_ratio: int = 3
+    seg_class_weights: list[float] | None = None  # pixel cross-entropy weight per segmentation class (null: all 1)
 
 
 @dataclass
@@ -152,6 +153,10 @@ class TrainConfig:
             (0 < self.schedule.warmup_factor <= 1, "schedule.warmup_factor", "must be in (0, 1]"),
             (all(0 < m < 1 for m in self.schedule.milestones), "schedule.milestones", "must be fractions in (0, 1)"),
             (self.loss.box_loss in ("smooth_l1", "giou"), "loss.box_loss", "must be smooth_l1 or giou"),
+            (self.loss.seg_class_weights is None or (isinstance(self.loss.seg_class_weights, list)
+             and all(isinstance(w, (int, float)) and w >= 0 for w in self.loss.seg_class_weights)
+             and any(w > 0 for w in self.loss.seg_class_weights)),
+             "loss.seg_class_weights", "must be null or a list of non-negative numbers, not all 0"),
             (set(self.loss.weights) <= {"segmentation", "detection"}, "loss.weights",
              "keys must be segmentation and/or detection"),
             (self.train.amp in ("none", "fp16", "bf16"), "train.amp", "must be none, fp16 or bf16"),

@@ -104,10 +104,16 @@ class Trainer:
         self.data = build_training_data(config)
         self.class_names = self.data.class_names
         self.model_config = config.model_config(self.class_names)
+        class_weights = config.loss.seg_class_weights
+        if class_weights is not None and self.model_config.has_segmentation \
+                and len(class_weights) != self.model_config.num_seg_classes:
+            raise ConfigError(f"loss.seg_class_weights has {len(class_weights)} entries but the model has "
+                              f"{self.model_config.num_seg_classes} segmentation classes {self.class_names['segmentation']}")
         self.model = build_model(self.model_config, config.trunk_weights).to(self.device)
         self.loss = MultitaskLoss(self.model_config.tasks, weights=config.loss.weights,
                                   learned_weights=config.loss.learned_weights, box_loss=config.loss.box_loss,
-                                  neg_pos_ratio=config.loss.neg_pos_ratio).to(self.device)
+                                  neg_pos_ratio=config.loss.neg_pos_ratio,
+                                  seg_class_weights=config.loss.seg_class_weights).to(self.device)
         self.module = TrainingModule(self.model, self.loss).to(self.device)
         self.wrapped: torch.nn.Module = self.module
         if self.context.enabled:
