@@ -73,6 +73,7 @@ def multibox_loss(
     iou_threshold: float = 0.5,
     neg_pos_ratio: int = 3,
     box_loss: str = "smooth_l1",
+    negative_iou: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """SSD multibox loss (Liu et al. 2016) over the samples that carry ``boxes``.
 
@@ -83,6 +84,11 @@ def multibox_loss(
     ``ignore_mask`` ([H, W] at input size, 1 in ignored regions) takes the unmatched anchors
     of :func:`ignored_anchors` out of the negatives.
 
+    ``negative_iou`` (below ``iou_threshold``) adds RetinaNet's ignore band (Lin et al. 2017):
+    an unmatched anchor whose best IoU with a box is at least ``negative_iou`` is neither
+    positive nor negative. Densely packed small objects (tree crowns) otherwise turn the
+    anchors beside every object into the hardest negatives, and no score separates them.
+
     Args:
         cls_logits: [B, A, C + 1]; bbox_regression: [B, A, 4]; anchors: [A, 4] XYXY.
     Returns:
@@ -91,6 +97,8 @@ def multibox_loss(
     """
     if box_loss not in ("smooth_l1", "giou"):
         raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
+    if negative_iou is not None and not 0 < negative_iou < iou_threshold:
+        raise ValueError(f"negative_iou must be in (0, {iou_threshold}), got {negative_iou}")
     index = [i for i, t in enumerate(targets) if "boxes" in t]
     zero = cls_logits.sum() * 0.0 + bbox_regression.sum() * 0.0
     if not index:
@@ -115,8 +123,11 @@ def multibox_loss(
             class_targets.append(torch.zeros(num_anchors, dtype=torch.long, device=anchors.device))
             positives.append(torch.zeros(num_anchors, dtype=torch.bool, device=anchors.device))
             continue
-        matches = matcher(box_iou(boxes, anchors))
+        ious = box_iou(boxes, anchors)
+        matches = matcher(ious)
         fg = matches >= 0
+        if negative_iou is not None:
+            ignored[-1] = ignored[-1] | (~fg & (ious.max(dim=0).values >= negative_iou))
         matched = matches.clamp(min=0)
         cls_target = torch.where(fg, labels[matched] + 1, torch.zeros_like(matched))
         class_targets.append(cls_target)
@@ -162,12 +173,14 @@ class MultitaskLoss(nn.Module):
         learned_weights: learn the weights instead.
         box_loss: ``smooth_l1`` or ``giou``.
         seg_class_weights: per-class weights of the pixel cross-entropy (None: all 1).
+        negative_iou: the multibox ignore band's lower edge (see :func:`multibox_loss`).
     """
 
     def __init__(self, tasks: tuple[str, ...], weights: dict[str, float] | None = None,
                  learned_weights: bool = False, box_loss: str = "smooth_l1", neg_pos_ratio: int = 3,
-                 seg_class_weights: list[float] | None = None):
+                 seg_class_weights: list[float] | None = None, negative_iou: float | None = None):
         super().__init__()
+        self.negative_iou = negative_iou
         self.register_buffer("seg_class_weights", torch.tensor(seg_class_weights, dtype=torch.float32)
                              if seg_class_weights is not None else None, persistent=False)
         self.tasks = tuple(tasks)
@@ -189,7 +202,8 @@ class MultitaskLoss(nn.Module):
             if anchors is None:
                 raise ValueError("anchors are required for the detection loss")
             det = multibox_loss(outputs[CLS_LOGITS], outputs[BBOX_REGRESSION], anchors, targets,
-                                neg_pos_ratio=self.neg_pos_ratio, box_loss=self.box_loss)
+                                neg_pos_ratio=self.neg_pos_ratio, box_loss=self.box_loss,
+                                negative_iou=self.negative_iou)
             parts.update(det)
             task_losses["detection"] = det["loss_box"] + det["loss_cls"]
             present["detection"] = any("boxes" in t for t in targets)

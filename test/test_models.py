@@ -221,6 +221,27 @@ def test_hard_negative_mining_keeps_three_negatives_per_positive():
     assert parts["loss_box"].item() == 0.0
 
 
+def test_ignore_band_takes_near_misses_out_of_the_hard_negatives():
+    # Ground truth x 0..10 (y 0..10). Anchor 1 (x 3..13) has IoU 70/130 = 0.538: a positive.
+    # Anchor 2 (x 4..14): 60/140 = 0.429; anchor 3 (x 6..16): 40/160 = 0.25; anchors 4 and 5 far.
+    anchors = torch.tensor([[0, 0, 10, 10], [3, 0, 13, 10], [4, 0, 14, 10], [6, 0, 16, 10],
+                            [60, 60, 70, 70], [80, 80, 90, 90]], dtype=torch.float32)
+    cls_logits = torch.zeros(1, 6, 2)
+    cls_logits[0, 2:, 1] = torch.tensor([9.0, 1.0, 2.0, 3.0])  # anchor 2: the hardest negative
+    target = [_det_target([[0, 0, 10, 10]], [0])]
+    ce = torch.nn.functional.cross_entropy(cls_logits[0], torch.tensor([1, 1, 0, 0, 0, 0]), reduction="none")
+    plain = multibox_loss(cls_logits, torch.zeros(1, 6, 4), anchors, target)
+    # 2 positives -> 6 hard negatives wanted, the 4 there are: 2, 3, 4, 5.
+    torch.testing.assert_close(plain["loss_cls"], (ce[0] + ce[1] + ce[2] + ce[3] + ce[4] + ce[5]) / 2)
+    band = multibox_loss(cls_logits, torch.zeros(1, 6, 4), anchors, target, negative_iou=0.4)
+    torch.testing.assert_close(band["loss_cls"], (ce[0] + ce[1] + ce[3] + ce[4] + ce[5]) / 2)  # anchor 2 left out
+    wide = multibox_loss(cls_logits, torch.zeros(1, 6, 4), anchors, target, negative_iou=0.2)
+    torch.testing.assert_close(wide["loss_cls"], (ce[0] + ce[1] + ce[4] + ce[5]) / 2)  # anchors 2 and 3 left out
+    assert band["num_positives"].item() == plain["num_positives"].item() == 2
+    with pytest.raises(ValueError, match="negative_iou"):
+        multibox_loss(cls_logits, torch.zeros(1, 6, 4), anchors, target, negative_iou=0.5)
+
+
 def test_box_coding_targets_decode_back_with_non_zero_offsets():
     # Anchor centre (5, 5), size 10x10; box (2, 4, 14, 12): centre (8, 8), size 12x8.
     # SSD offsets with weights (10, 10, 5, 5): 10 * 3 / 10, 10 * 3 / 10, 5 ln(12 / 10), 5 ln(8 / 10).

@@ -180,6 +180,8 @@ def test_unknown_keys_are_errors_naming_the_key(tiny_data):
         config_from_dict({**base, "task": "panoptic"})
     with pytest.raises(ConfigError, match=r"loss\.seg_class_weights"):
         config_from_dict({**base, "loss": {"seg_class_weights": [1, -2]}})
+    with pytest.raises(ConfigError, match=r"loss\.negative_iou"):
+        config_from_dict({**base, "loss": {"negative_iou": 0.6}})
 
 
 def test_yaml_file_and_overrides(tiny_data, tmp_path):

@@ -84,6 +84,7 @@ class LossConfig:
     box_loss: str = "smooth_l1"  # smooth_l1 | giou
     neg_pos_ratio: int = 3
     seg_class_weights: list[float] | None = None  # pixel cross-entropy weight per segmentation class (null: all 1)
+    negative_iou: float | None = None  # unmatched anchors with IoU in [this, 0.5) are not negatives (null: none)
 
 
 @dataclass
@@ -157,6 +158,8 @@ class TrainConfig:
              and all(isinstance(w, (int, float)) and w >= 0 for w in self.loss.seg_class_weights)
              and any(w > 0 for w in self.loss.seg_class_weights)),
              "loss.seg_class_weights", "must be null or a list of non-negative numbers, not all 0"),
+            (self.loss.negative_iou is None or 0 < self.loss.negative_iou < 0.5, "loss.negative_iou",
+             "must be null or in (0, 0.5)"),
             (set(self.loss.weights) <= {"segmentation", "detection"}, "loss.weights",
              "keys must be segmentation and/or detection"),
             (self.train.amp in ("none", "fp16", "bf16"), "train.amp", "must be none, fp16 or bf16"),

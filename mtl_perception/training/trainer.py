@@ -113,7 +113,8 @@ class Trainer:
         self.loss = MultitaskLoss(self.model_config.tasks, weights=config.loss.weights,
                                   learned_weights=config.loss.learned_weights, box_loss=config.loss.box_loss,
                                   neg_pos_ratio=config.loss.neg_pos_ratio,
-                                  seg_class_weights=config.loss.seg_class_weights).to(self.device)
+                                  seg_class_weights=config.loss.seg_class_weights,
+                                  negative_iou=config.loss.negative_iou).to(self.device)
         self.module = TrainingModule(self.model, self.loss).to(self.device)
         self.wrapped: torch.nn.Module = self.module
         if self.context.enabled:
