@@ -253,6 +253,26 @@ def test_voc_ap_counts_iou_of_exactly_half_and_ignores_other_classes():
     assert result["voc_map"] == pytest.approx(0.5)
 
 
+def test_best_f1_threshold_hand_worked():
+    # Two ground-truth boxes. Detections by falling score: TP 0.9, FP 0.8, TP 0.7, FP 0.6.
+    # After each: P 1, 1/2, 2/3, 1/2 and R 1/2, 1/2, 1, 1 -> F1 2/3, 1/2, 4/5, 2/3: best at 0.7.
+    evaluator = DetectionEvaluator(["tree"])
+    gt = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], dtype=float)
+    far = [50, 50, 60, 60]
+    preds = np.array([[0, 0, 10, 10], far, [20, 0, 30, 10], far], dtype=float)
+    evaluator.add("a", preds, np.array([0.9, 0.8, 0.7, 0.6]), np.zeros(4, int), gt, np.zeros(2, int))
+    best = evaluator.best_f1(0)
+    assert best == pytest.approx({"f1": 0.8, "score_threshold": 0.7, "precision": 2 / 3, "recall": 1.0})
+    # Two FPs tied with the second TP at 0.7: no threshold keeps that TP without them (counting
+    # it alone would claim P 1, R 1). A threshold of 0.7 gives P 2/4, R 1, F1 2/3; 0.9 gives
+    # P 1, R 1/2, F1 2/3 as well, and the higher threshold is reported.
+    tied = DetectionEvaluator(["tree"])
+    tied.add("a", np.array([[0, 0, 10, 10], [20, 0, 30, 10], far, far], dtype=float), np.array([0.9, 0.7, 0.7, 0.7]),
+             np.zeros(4, int), gt, np.zeros(2, int))
+    assert tied.best_f1(0) == pytest.approx({"f1": 2 / 3, "score_threshold": 0.9, "precision": 1.0, "recall": 0.5})
+    assert all(math.isnan(v) for v in DetectionEvaluator(["tree"]).best_f1(0).values())
+
+
 def test_voc_average_precision_curves():
     # A perfect detector and an empty one.
     assert voc_average_precision(np.array([0.5, 1.0]), np.array([1.0, 1.0]), use_11_point=False) == 1.0

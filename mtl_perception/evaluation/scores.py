@@ -12,7 +12,8 @@
   ``det_coco_ap75``, ``det_per_class_ap50`` / ``det_per_class_voc07_ap50`` /
   ``det_per_class_coco_map`` (class name -> AP), ``det_num_detections``,
   ``det_num_ground_truth``, ``det_num_ignored_detections``, ``det_num_ignored_ground_truth``
-  (dropped in the sample's ignored regions), ``det_num_images``;
+  (dropped in the sample's ignored regions), ``det_num_images``, ``det_per_class_best_f1``
+  (class name -> the score threshold of highest F1 with its F1, precision and recall);
 * ``score``: the mean of ``seg_miou`` and ``det_voc_ap50``, those present and not NaN.
 
 A task's keys are present only when at least one image was scored for it.
@@ -36,6 +37,7 @@ _DETECTION_KEYS = {  # DetectionEvaluator.compute() key -> scheme key
     "per_class_ap_voc07": "det_per_class_voc07_ap50", "per_class_ap_coco": "det_per_class_coco_map",
     "num_detections": "det_num_detections", "num_ground_truth": "det_num_ground_truth",
     "num_ignored_detections": "det_num_ignored_detections", "num_ignored_ground_truth": "det_num_ignored_ground_truth",
+    "per_class_best_f1": "det_per_class_best_f1",
 }
 
 

@@ -223,7 +223,8 @@ class DetectionEvaluator:
             ``per_class_ap_coco`` (class name -> float), ``num_images``,
             ``num_detections`` and ``num_ground_truth`` (ints; the boxes scored,
             difficult ones included), ``num_ignored_detections`` and
-            ``num_ignored_ground_truth`` (ints; dropped in ignored regions).
+            ``num_ignored_ground_truth`` (ints; dropped in ignored regions),
+            ``per_class_best_f1`` (class name -> :meth:`best_f1`).
         """
         voc07 = {}
         voc = {}
@@ -241,10 +242,42 @@ class DetectionEvaluator:
             "num_ground_truth": sum(len(image["gt_labels"]) for image in self._images.values()),
             "num_ignored_detections": sum(image["num_ignored_detections"] for image in self._images.values()),
             "num_ignored_ground_truth": sum(image["num_ignored_ground_truth"] for image in self._images.values()),
+            "per_class_best_f1": {name: self.best_f1(i) for i, name in enumerate(self.class_names)},
         }
 
     def _voc_class_ap(self, class_index: int) -> tuple[float, float]:
         """(11-point AP, all-point AP) of one class at IoU 0.5; NaN without positives."""
+        curve = self._class_pr_curve(class_index)
+        if curve is None:
+            return math.nan, math.nan
+        _, recall, precision = curve
+        if recall.size == 0:
+            return 0.0, 0.0
+        return (
+            voc_average_precision(recall, precision, use_11_point=True),
+            voc_average_precision(recall, precision, use_11_point=False),
+        )
+
+    def best_f1(self, class_index: int) -> dict[str, float]:
+        """The score threshold with the highest F1 (VOC matching at IoU 0.5) of one class:
+        ``{"f1", "score_threshold", "precision", "recall"}``; NaN without positives or detections.
+        Keeping detections scoring at least ``score_threshold`` gives that precision and recall."""
+        curve = self._class_pr_curve(class_index)
+        nan = {"f1": math.nan, "score_threshold": math.nan, "precision": math.nan, "recall": math.nan}
+        if curve is None or curve[0].size == 0:
+            return nan
+        scores, recall, precision = curve
+        # Only the last detection of a run of equal scores is a threshold one can set.
+        last_of_score = np.append(scores[1:] != scores[:-1], True)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+        f1 = np.where(last_of_score, f1, -1.0)
+        best = int(np.argmax(f1))
+        return {"f1": float(f1[best]), "score_threshold": float(scores[best]),
+                "precision": float(precision[best]), "recall": float(recall[best])}
+
+    def _class_pr_curve(self, class_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(scores falling, recall, precision) after each detection of one class, difficult
+        matches left out; None without positives."""
         num_positives = 0
         scores, is_true_positive, is_ignored = [], [], []
         for image in self._images.values():
@@ -281,9 +314,9 @@ class DetectionEvaluator:
             is_ignored.append(ignored)
 
         if num_positives == 0:
-            return math.nan, math.nan
+            return None
         if not scores:
-            return 0.0, 0.0
+            return np.zeros(0), np.zeros(0), np.zeros(0)
         scores = np.concatenate(scores)
         kept = ~np.concatenate(is_ignored)
         order = np.argsort(-scores[kept], kind="stable")
@@ -292,10 +325,7 @@ class DetectionEvaluator:
         fp_cumulative = np.cumsum(~true_positive)
         recall = tp_cumulative / num_positives
         precision = tp_cumulative / np.maximum(tp_cumulative + fp_cumulative, 1)
-        return (
-            voc_average_precision(recall, precision, use_11_point=True),
-            voc_average_precision(recall, precision, use_11_point=False),
-        )
+        return scores[kept][order], recall, precision
 
     def coco_datasets(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The accumulated data in COCO form, as used for the COCO metrics.
