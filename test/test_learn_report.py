@@ -51,6 +51,11 @@ def test_report_trains_the_models_at_one_budget_and_writes_md_json_curves_and_ch
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     expected = [figures[key] for key in ("tree_ap50_voc", "tree_ap50_coco", "tree_map_coco", "building_iou", "seg_miou")]
     assert cells[1:6] == ["–" if value is None else f"{value:.3f}" for value in expected]
+    assert cells[6] == ("–" if figures["tree_best_f1"] is None
+                        else f"{figures['tree_best_f1']:.3f} (at {figures['tree_f1_threshold']:.2f})")
+    # The targets are judged on the multitask row's figures.
+    tree_line = next(line for line in markdown.splitlines() if line.startswith("- held-out tree AP50 >= 0.40"))
+    assert tree_line.endswith("NOT met" if (figures["tree_ap50_voc"] or 0) < 0.40 else ", met")
     assert "| untrained (same init, 0 steps) |" in markdown and "| detection only |" in markdown
     for task, tasks in (("multitask", ("segmentation", "detection")), ("segmentation", ("segmentation",)),
                         ("detection", ("detection",))):
