@@ -84,6 +84,11 @@ def multibox_loss(
     ``ignore_mask`` ([H, W] at input size, 1 in ignored regions) takes the unmatched anchors
     of :func:`ignored_anchors` out of the negatives.
 
+    A sample without ``boxes`` but with a ``negative_mask`` ([H, W] at input size, 1 where
+    no object of any detection class can be, e.g. the building pixels of a segmentation-only
+    tile for a tree detector) adds negatives only: the anchors of :func:`ignored_anchors` for
+    that mask, hard-mined like an image holding the batch's mean number of positives.
+
     ``negative_iou`` (below ``iou_threshold``) adds RetinaNet's ignore band (Lin et al. 2017):
     an unmatched anchor whose best IoU with a box is at least ``negative_iou`` is neither
     positive nor negative. Densely packed small objects (tree crowns) otherwise turn the
@@ -99,7 +104,7 @@ def multibox_loss(
         raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
     if negative_iou is not None and not 0 < negative_iou < iou_threshold:
         raise ValueError(f"negative_iou must be in (0, {iou_threshold}), got {negative_iou}")
-    index = [i for i, t in enumerate(targets) if "boxes" in t]
+    index = [i for i, t in enumerate(targets) if "boxes" in t or "negative_mask" in t]
     zero = cls_logits.sum() * 0.0 + bbox_regression.sum() * 0.0
     if not index:
         return {"loss_box": zero, "loss_cls": zero, "num_positives": torch.zeros((), device=cls_logits.device)}
@@ -111,7 +116,15 @@ def multibox_loss(
     num_anchors = anchors.shape[0]
 
     class_targets, box_losses, positives, ignored = [], [], [], []
+    negatives_only = torch.tensor(["boxes" not in targets[i] for i in index], device=anchors.device)
     for row, i in enumerate(index):
+        if negatives_only[row]:
+            # No box labels: only anchors lying mostly inside the negative regions are negatives.
+            inside = ignored_anchors(anchors, targets[i]["negative_mask"].to(anchors.device))
+            ignored.append(~inside)
+            class_targets.append(torch.zeros(num_anchors, dtype=torch.long, device=anchors.device))
+            positives.append(torch.zeros(num_anchors, dtype=torch.bool, device=anchors.device))
+            continue
         region = targets[i].get("ignore_mask")
         ignored.append(ignored_anchors(anchors, region.to(anchors.device)) if region is not None
                        else torch.zeros(num_anchors, dtype=torch.bool, device=anchors.device))
@@ -143,6 +156,11 @@ def multibox_loss(
     class_targets_t = torch.stack(class_targets)
     positives_t = torch.stack(positives)
     num_pos_per_image = positives_t.sum(dim=1, keepdim=True)
+    # A negatives-only sample mines as many negatives as a sample with the batch's mean
+    # number of positives (at least one).
+    boxed = ~negatives_only
+    mean_positives = num_pos_per_image[boxed].float().mean().clamp(min=1) if boxed.any() else torch.ones(())
+    quota = torch.where(negatives_only[:, None], mean_positives.round().long(), num_pos_per_image)
     per_anchor = F.cross_entropy(cls_logits.reshape(-1, cls_logits.shape[-1]), class_targets_t.reshape(-1),
                                  reduction="none").view_as(class_targets_t)
     # Hard negative mining: rank the negatives of each image by loss, keep the top 3 per positive.
@@ -151,7 +169,7 @@ def multibox_loss(
     negative_loss[not_negative] = -math.inf
     _, order = negative_loss.sort(dim=1, descending=True)
     _, rank = order.sort(dim=1)
-    hard_negatives = (rank < neg_pos_ratio * num_pos_per_image) & ~not_negative
+    hard_negatives = (rank < neg_pos_ratio * quota) & ~not_negative
     num_pos = positives_t.sum()
     normaliser = num_pos.clamp(min=1).float()
     loss_box = torch.stack(box_losses).sum() / normaliser if box_losses else zero
@@ -174,13 +192,20 @@ class MultitaskLoss(nn.Module):
         box_loss: ``smooth_l1`` or ``giou``.
         seg_class_weights: per-class weights of the pixel cross-entropy (None: all 1).
         negative_iou: the multibox ignore band's lower edge (see :func:`multibox_loss`).
+        det_negative_seg_classes: segmentation class indices whose pixels hold no object of
+            any detection class (e.g. ``building`` for a tree detector). In a segmentation-only
+            sample, anchors lying mostly on them become detection negatives: the detection
+            branch learns from the other task's labels what its objects are not.
     """
 
     def __init__(self, tasks: tuple[str, ...], weights: dict[str, float] | None = None,
                  learned_weights: bool = False, box_loss: str = "smooth_l1", neg_pos_ratio: int = 3,
-                 seg_class_weights: list[float] | None = None, negative_iou: float | None = None):
+                 seg_class_weights: list[float] | None = None, negative_iou: float | None = None,
+                 det_negative_seg_classes: list[int] | None = None):
         super().__init__()
         self.negative_iou = negative_iou
+        self.register_buffer("det_negative_seg_classes", torch.tensor(det_negative_seg_classes, dtype=torch.long)
+                             if det_negative_seg_classes else None, persistent=False)
         self.register_buffer("seg_class_weights", torch.tensor(seg_class_weights, dtype=torch.float32)
                              if seg_class_weights is not None else None, persistent=False)
         self.tasks = tuple(tasks)
@@ -201,7 +226,7 @@ class MultitaskLoss(nn.Module):
         if "detection" in self.tasks:
             if anchors is None:
                 raise ValueError("anchors are required for the detection loss")
-            det = multibox_loss(outputs[CLS_LOGITS], outputs[BBOX_REGRESSION], anchors, targets,
+            det = multibox_loss(outputs[CLS_LOGITS], outputs[BBOX_REGRESSION], anchors, self._detection_targets(targets),
                                 neg_pos_ratio=self.neg_pos_ratio, box_loss=self.box_loss,
                                 negative_iou=self.negative_iou)
             parts.update(det)
@@ -217,6 +242,15 @@ class MultitaskLoss(nn.Module):
             total = term if total is None else total + term
         parts["loss"] = total
         return parts
+
+    def _detection_targets(self, targets: list[dict]) -> list[dict]:
+        """``targets`` with a ``negative_mask`` added to each segmentation-only sample (see
+        ``det_negative_seg_classes``)."""
+        classes = self.det_negative_seg_classes
+        if classes is None:
+            return targets
+        return [{**t, "negative_mask": torch.isin(t["mask"], classes.to(t["mask"].device)).to(torch.uint8)}
+                if "mask" in t and "boxes" not in t else t for t in targets]
 
     def task_weights(self) -> dict[str, float]:
         """Current effective weight of each task (for logging)."""

@@ -242,6 +242,41 @@ def test_ignore_band_takes_near_misses_out_of_the_hard_negatives():
         multibox_loss(cls_logits, torch.zeros(1, 6, 4), anchors, target, negative_iou=0.5)
 
 
+def test_segmentation_only_samples_lend_negatives_from_their_negative_mask():
+    # Image size 100 x 100. Anchor 0 matches the box of sample A; anchors 1-5 lie elsewhere.
+    anchors = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70],
+                            [80, 80, 90, 90], [60, 0, 70, 10]], dtype=torch.float32)
+    cls_logits = torch.zeros(2, 6, 2)
+    cls_logits[0, 1:, 1] = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    cls_logits[1, :, 1] = torch.tensor([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    # Sample B (no boxes): its negative region covers anchors 3 and 4 wholly, anchor 2 by 40%.
+    negative = torch.zeros(100, 100, dtype=torch.uint8)
+    negative[60:90, 60:90] = 1
+    negative[40:50, 46:50] = 1
+    targets = [_det_target([[0, 0, 10, 10]], [0]), {"negative_mask": negative}]
+    parts = multibox_loss(cls_logits, torch.zeros(2, 6, 4), anchors, targets)
+    ce_a = torch.nn.functional.cross_entropy(cls_logits[0], torch.tensor([1, 0, 0, 0, 0, 0]), reduction="none")
+    ce_b = torch.nn.functional.cross_entropy(cls_logits[1], torch.zeros(6, dtype=torch.long), reduction="none")
+    # A: its positive and its 3 hardest negatives (5, 4, 3). B mines like an image with the
+    # batch's mean of 1 positive, 3 negatives, but only anchors 3 and 4 are candidates
+    # (anchor 0, its hardest, lies outside the region). One positive in all.
+    expected = ce_a[0] + ce_a[5] + ce_a[4] + ce_a[3] + ce_b[3] + ce_b[4]
+    torch.testing.assert_close(parts["loss_cls"], expected)
+    assert parts["num_positives"].item() == 1
+    # Through MultitaskLoss: the negative mask comes from the named segmentation classes of a
+    # segmentation-only sample (class 2 here); a sample with boxes keeps its own labels.
+    mask = torch.zeros(100, 100, dtype=torch.long)
+    mask[60:90, 60:90] = 2
+    mask[40:50, 46:50] = 2
+    mask[0:10, 0:10] = 1
+    outputs = {CLS_LOGITS: cls_logits, BBOX_REGRESSION: torch.zeros(2, 6, 4), SEG_LOGITS: torch.zeros(2, 3, 100, 100)}
+    seg_only = [_det_target([[0, 0, 10, 10]], [0]), {"mask": mask}]
+    with_negatives = MultitaskLoss(("segmentation", "detection"), det_negative_seg_classes=[2])(outputs, seg_only, anchors)
+    torch.testing.assert_close(with_negatives["loss_cls"], expected)
+    without = MultitaskLoss(("segmentation", "detection"))(outputs, seg_only, anchors)
+    torch.testing.assert_close(without["loss_cls"], ce_a[0] + ce_a[5] + ce_a[4] + ce_a[3])
+
+
 def test_box_coding_targets_decode_back_with_non_zero_offsets():
     # Anchor centre (5, 5), size 10x10; box (2, 4, 14, 12): centre (8, 8), size 12x8.
     # SSD offsets with weights (10, 10, 5, 5): 10 * 3 / 10, 10 * 3 / 10, 5 ln(12 / 10), 5 ln(8 / 10).

@@ -251,6 +251,17 @@ def test_seg_class_weights_must_name_every_segmentation_class(tiny_data, tmp_pat
     assert trainer.loss.seg_class_weights.tolist() == weights
 
 
+def test_det_negative_seg_classes_resolve_to_the_segmentation_class_indices(tiny_data, tmp_path):
+    names = list(build_training_data(config_from_dict(tiny_config_dict(tiny_data))).class_names["segmentation"])
+    config = config_from_dict(tiny_config_dict(tiny_data, loss={"det_negative_seg_classes": [names[-1]]}))
+    assert Trainer(config, tmp_path / "run").loss.det_negative_seg_classes.tolist() == [len(names) - 1]
+    bad = config_from_dict(tiny_config_dict(tiny_data, loss={"det_negative_seg_classes": ["lava"]}))
+    with pytest.raises(ConfigError, match=r"\['lava'\] are not segmentation classes"):
+        Trainer(bad, tmp_path / "bad")
+    single = config_from_dict(tiny_config_dict(tiny_data, task="detection", loss={"det_negative_seg_classes": [names[-1]]}))
+    assert Trainer(single, tmp_path / "single").loss.det_negative_seg_classes is None
+
+
 # -- the loop -----------------------------------------------------------------------------------
 
 def test_training_writes_deployable_checkpoints_logs_and_state(tiny_data, tmp_path):

@@ -85,6 +85,9 @@ class LossConfig:
     neg_pos_ratio: int = 3
     seg_class_weights: list[float] | None = None  # pixel cross-entropy weight per segmentation class (null: all 1)
     negative_iou: float | None = None  # unmatched anchors with IoU in [this, 0.5) are not negatives (null: none)
+    # segmentation classes whose pixels hold no detection object: in seg-only samples, anchors on them are
+    # detection negatives (multitask only; e.g. [building] for a tree detector)
+    det_negative_seg_classes: list[str] | None = None
 
 
 @dataclass

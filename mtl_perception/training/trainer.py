@@ -104,6 +104,9 @@ class Trainer:
         self.data = build_training_data(config)
         self.class_names = self.data.class_names
         self.model_config = config.model_config(self.class_names)
+        if config.loss.det_negative_seg_classes and self.model_config.kind != "multitask":
+            log.info("loss.det_negative_seg_classes needs segmentation labels in a multitask run: unused by this %s run",
+                     self.model_config.kind)
         class_weights = config.loss.seg_class_weights
         if class_weights is not None and self.model_config.has_segmentation \
                 and len(class_weights) != self.model_config.num_seg_classes:
@@ -114,7 +117,8 @@ class Trainer:
                                   learned_weights=config.loss.learned_weights, box_loss=config.loss.box_loss,
                                   neg_pos_ratio=config.loss.neg_pos_ratio,
                                   seg_class_weights=config.loss.seg_class_weights,
-                                  negative_iou=config.loss.negative_iou).to(self.device)
+                                  negative_iou=config.loss.negative_iou,
+                                  det_negative_seg_classes=self._negative_classes(config)).to(self.device)
         self.module = TrainingModule(self.model, self.loss).to(self.device)
         self.wrapped: torch.nn.Module = self.module
         if self.context.enabled:
@@ -210,6 +214,18 @@ class Trainer:
                           collate_fn=collate_batch, num_workers=workers, worker_init_fn=seed_worker,
                           generator=generator, pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
+
+    def _negative_classes(self, config: TrainConfig) -> list[int] | None:
+        """Indices of ``loss.det_negative_seg_classes`` in the model's segmentation classes
+        (None unless a multitask run names some)."""
+        names = config.loss.det_negative_seg_classes
+        if not names or self.model_config.kind != "multitask":
+            return None
+        known = list(self.class_names["segmentation"])
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"loss.det_negative_seg_classes: {unknown} are not segmentation classes {known}")
+        return [known.index(n) for n in names]
 
     def evaluate(self) -> dict[str, Any]:
         """Metrics of the current model on the validation sources (every rank may call it)."""
