@@ -231,6 +231,20 @@ def test_plain_node_exits_non_zero_on_a_bad_checkpoint_or_device(tmp_path, check
         assert str(path) in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("executable, parameter, value", [
+    ("detection_node", "input_transport", "jpeg"), ("multitask_node", "reliability", "sometimes"),
+    ("segmentation_node", "class_id_format", "uuid"), ("overlay_node", "input_transport", "theora")])
+def test_a_parameter_outside_its_choices_fails_configure_naming_it(tmp_path, checkpoints, executable, parameter, value):
+    model = {"detection_node": "detection", "multitask_node": "multitask", "segmentation_node": "segmentation"}
+    arguments = [f"{parameter}:={value}"] + ([f"checkpoint:={checkpoints[model[executable]]}", "device:=cpu"]
+                                             if executable in model else [])
+    result = subprocess.run(node_command(executable, *arguments) + ["-r", "__ns:=/choices"],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"parameter '{parameter}' must be one of" in result.stdout + result.stderr
+    assert f"got '{value}'" in result.stdout + result.stderr
+
+
 def torch_cuda_available() -> bool:
     import torch
 

@@ -58,11 +58,6 @@ MAX_DETECTIONS_LIMIT = 10000
 # before anything is allocated for them.
 
 
-def _choice(description: str, choices: tuple[str, ...], read_only: bool = True) -> ParameterDescriptor:
-    return ParameterDescriptor(description=f"{description} One of: {', '.join(choices)}.", read_only=read_only,
-                               additional_constraints=f"one of {list(choices)}")
-
-
 class InferenceNode(ManagedNode):
     """Base of the inference nodes; ``TASKS`` names the outputs a subclass publishes."""
 
@@ -72,8 +67,10 @@ class InferenceNode(ManagedNode):
         super().__init__(node_name, **kwargs)
         self.declare_parameter("checkpoint", "", ParameterDescriptor(
             description="Model checkpoint (.pt): absolute, or relative to the package share directory.", read_only=True))
-        self.declare_parameter("device", "auto", _choice("auto: CUDA if available, else CPU with a warning.", ("auto", "cuda", "cpu")))
-        self.declare_parameter("precision", "fp32", _choice("Autocast precision on CUDA (fp16 falls back to fp32 on CPU).", ("fp32", "fp16", "bf16")))
+        self.declare_parameter("device", "auto", ParameterDescriptor(
+            description="auto: CUDA if available, else CPU with a warning; cuda, cuda:N or cpu (checked by the Predictor).",
+            read_only=True))
+        self.declare_choice("precision", "fp32", "Autocast precision on CUDA (fp16 falls back to fp32 on CPU).", ("fp32", "fp16", "bf16"))
         self.declare_parameter("input_height", 0, ParameterDescriptor(
             description="Network input height; 0 = the checkpoint's. Set both input_height and input_width, or neither.", read_only=True))
         self.declare_parameter("input_width", 0, ParameterDescriptor(
@@ -89,15 +86,17 @@ class InferenceNode(ManagedNode):
             integer_range=[IntegerRange(from_value=1, to_value=MAX_DETECTIONS_LIMIT)]))
         self.declare_parameter("class_allowlist", Parameter.Type.STRING_ARRAY, ParameterDescriptor(
             description="Detection class names to publish; unset or empty = all (runtime-settable)."))
-        self.declare_parameter("class_id_format", "name", _choice(
-            "Detection class_id: the class name, or 'index' = str(class index), the id in detections/label_info.", CLASS_ID_FORMATS))
+        self.declare_choice("class_id_format", "name",
+                            "Detection class_id: the class name, or 'index' = str(class index), the id in detections/label_info.",
+                            CLASS_ID_FORMATS)
         self.declare_parameter("publish_overlay", True, ParameterDescriptor(
             description="Publish 'overlay' (mask and boxes drawn on the image) while someone subscribes.", read_only=True))
         self.declare_parameter("publish_label_info", True, ParameterDescriptor(
             description="Publish segmentation/label_info and detections/label_info (transient local).", read_only=True))
-        self.declare_parameter("reliability", "best_effort", _choice(
-            "Input QoS reliability: best_effort (sensor data, camera drivers, ros2 bag play) or reliable.", ("best_effort", "reliable")))
-        self.declare_parameter("input_transport", "raw", _choice("Subscribe to 'image' (raw) or 'image/compressed'.", ("raw", "compressed")))
+        self.declare_choice("reliability", "best_effort",
+                            "Input QoS reliability: best_effort (sensor data, camera drivers, ros2 bag play) or reliable.",
+                            ("best_effort", "reliable"))
+        self.declare_choice("input_transport", "raw", "Subscribe to 'image' (raw) or 'image/compressed'.", ("raw", "compressed"))
         self.declare_parameter("max_input_pixels", CAMERA_MAX_PIXELS, ParameterDescriptor(
             description="Drop input frames with more pixels than this (checked from the header, before decoding); "
                         "default 3840x2160.", read_only=True, integer_range=[IntegerRange(from_value=1, to_value=2**31 - 1)]))
@@ -163,6 +162,8 @@ class InferenceNode(ManagedNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create the publishers."""
+        if not self.check_choices():
+            return TransitionCallbackReturn.FAILURE
         checkpoint = self._param("checkpoint")
         if not checkpoint:
             self.get_logger().error("parameter 'checkpoint' is empty: set it to a model checkpoint (.pt)")

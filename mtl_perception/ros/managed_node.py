@@ -31,6 +31,25 @@ class ManagedNode(LifecycleNode):
             description="Run as a managed lifecycle node (wait for configure/activate); false = configure and activate at start.", read_only=True))
         self.state_label = "unconfigured"
         self.finalized = False
+        self._choices: dict[str, tuple[str, ...]] = {}
+
+    def declare_choice(self, name: str, default: str, description: str, choices: tuple[str, ...],
+                       read_only: bool = True) -> None:
+        """Declare a string parameter that must be one of ``choices`` (checked by :meth:`check_choices`)."""
+        self._choices[name] = tuple(choices)
+        self.declare_parameter(name, default, ParameterDescriptor(
+            description=f"{description} One of: {', '.join(choices)}.", read_only=read_only,
+            additional_constraints=f"one of {list(choices)}"))
+
+    def check_choices(self) -> bool:
+        """True when every :meth:`declare_choice` parameter holds one of its choices; otherwise
+        log which one does not (for ``on_configure`` to fail with)."""
+        for name, choices in self._choices.items():
+            value = self.get_parameter(name).value
+            if value not in choices:
+                self.get_logger().error(f"parameter '{name}' must be one of {list(choices)}, got {value!r}")
+                return False
+        return True
 
     def stop(self) -> None:
         """Stop taking input (idempotent)."""

@@ -46,10 +46,10 @@ def _stamp_key(header) -> tuple[int, int]:
 class OverlayNode(ManagedNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("overlay_node", **kwargs)
-        self.declare_parameter("reliability", "best_effort", ParameterDescriptor(
-            description="QoS reliability of the camera subscription: best_effort or reliable.", read_only=True))
-        self.declare_parameter("input_transport", "raw", ParameterDescriptor(
-            description="Draw on 'image' (raw) or 'image/compressed', as the task nodes read it.", read_only=True))
+        self.declare_choice("reliability", "best_effort", "QoS reliability of the camera subscription.",
+                            ("best_effort", "reliable"))
+        self.declare_choice("input_transport", "raw", "Draw on 'image' (raw) or 'image/compressed', as the task nodes read it.",
+                            ("raw", "compressed"))
         self.declare_parameter("max_input_pixels", CAMERA_MAX_PIXELS, ParameterDescriptor(
             description="Camera frames with more pixels than this are not drawn (checked before decoding).",
             read_only=True, integer_range=[IntegerRange(from_value=1, to_value=2**31 - 1)]))
@@ -69,9 +69,7 @@ class OverlayNode(ManagedNode):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        transport = self.get_parameter("input_transport").value
-        if transport not in ("raw", "compressed"):
-            self.get_logger().error(f"input_transport must be 'raw' or 'compressed', got {transport!r}")
+        if not self.check_choices():
             return TransitionCallbackReturn.FAILURE
         self._overlay_pub = self.create_lifecycle_publisher(Image, "overlay", RELIABLE_QOS)
         self._label_info_sub = self.create_subscription(LabelInfo, DETECTION_LABEL_INFO_TOPIC, self.label_info_callback,
