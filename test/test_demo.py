@@ -26,8 +26,8 @@ def test_demo_compares_both_graphs_on_real_images_with_the_shipped_checkpoints(t
     multitask, naive = table["multitask"], table["naive"]
     # Trained demo models, not random ones: the untrained network scores tree AP50 ~0.004 and
     # building-or-background mIoU ~0.49 on these held-out frames (see the learning report).
-    assert multitask["voc_map"] > 0.05 and naive["voc_map"] > 0.05
-    assert multitask["miou"] > 0.55 and naive["miou"] > 0.55
+    assert multitask["det_voc_ap50"] > 0.05 and naive["det_voc_ap50"] > 0.05
+    assert multitask["seg_miou"] > 0.55 and naive["seg_miou"] > 0.55
     assert table["ratios"]["size"] > 1.4 and table["ratios"]["memory"] > 1.3
     for graph in ("multitask", "naive"):
         report = json.loads((out / graph / "report.json").read_text())

@@ -130,7 +130,7 @@ def test_compare_writes_both_columns(bag, checkpoints, tmp_path):
     assert table["budget"]["mode"] == "shared" and "Budget: shared" in table["markdown"]
     for column in ("multitask", "naive"):
         assert table[column]["latency_ms_p50"] > 0 and table[column]["size_mb"] > 0 and table[column]["memory_mb"] > 0
-        assert table[column]["miou"] is not None
+        assert table[column]["seg_miou"] is not None and table[column]["det_voc_ap50"] is not None
     assert table["ratios"]["size"] == pytest.approx(table["naive"]["size_mb"] / table["multitask"]["size_mb"])
     assert table["ratios"]["size"] > 1.3  # two trunks against one
     text = (tmp_path / "cmp" / "compare.md").read_text()

@@ -313,9 +313,10 @@ def compare_reports(multitask: dict, naive: dict) -> dict:
             "memory_mb": gpu if gpu else memory["inference_rss_mb"],
             "memory_kind": "gpu_allocated" if gpu else "rss",
             "size_mb": report["size_mb"],
-            "miou": acc.get("segmentation", {}).get("miou"),
-            "voc_map": acc.get("detection", {}).get("voc_map"),
-            "coco_map": acc.get("detection", {}).get("coco_map"),
+            # the evaluation key scheme (mtl_perception.evaluation.scores), as in training
+            "seg_miou": acc.get("segmentation", {}).get("miou"),
+            "det_voc_ap50": acc.get("detection", {}).get("voc_map"),
+            "det_coco_map": acc.get("detection", {}).get("coco_map"),
             "complete": report["complete"],
         }
 
@@ -391,9 +392,9 @@ def compare_markdown(table: dict, reports: dict[str, dict] | None = None) -> str
     ]
     lines += [f"| {name} | {_fmt(a, d)} | {_fmt(b, d)} | {_fmt(c, 2, 'x')} |" for name, a, b, c, d in rows]
     lines += [
-        f"| mIoU | {_fmt(m['miou'], 3)} | {_fmt(n['miou'], 3)} | |",
-        f"| VOC AP50 | {_fmt(m['voc_map'], 3)} | {_fmt(n['voc_map'], 3)} | |",
-        f"| COCO mAP@[.5:.95] | {_fmt(m['coco_map'], 3)} | {_fmt(n['coco_map'], 3)} | |",
+        f"| mIoU | {_fmt(m['seg_miou'], 3)} | {_fmt(n['seg_miou'], 3)} | |",
+        f"| VOC AP50 | {_fmt(m['det_voc_ap50'], 3)} | {_fmt(n['det_voc_ap50'], 3)} | |",
+        f"| COCO mAP@[.5:.95] | {_fmt(m['det_coco_map'], 3)} | {_fmt(n['det_coco_map'], 3)} | |",
         "",
         "Gain: naive ÷ multitask for latency, network time, memory and size; multitask ÷ naive for throughput "
         "and frames answered. Above 1 the multitask graph is better. At a shared budget the naive graph's two "
