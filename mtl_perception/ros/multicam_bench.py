@@ -192,12 +192,16 @@ def plot(report: dict, path: Path) -> None:
     axes[3].set_ylabel("frames per CPU-second (peak search)")
     cameras = list(sides[0]["fixed_rate"]["latency"])
     width = 0.8 / len(sides)
+    tallest = 0.0
     for index, side in enumerate(sides):
         values = [side["fixed_rate"]["latency"][c]["p50_ms"] for c in cameras]
+        tallest = max([tallest, *values])
         axes[2].bar(np.arange(len(cameras)) + index * width, values, width, label=side["side"], color=colors[index])
+    # Headroom above the bars for the legend, so it covers none of them.
+    axes[2].set_ylim(0, tallest * (1.2 + 0.12 * len(sides)) or 1.0)
     axes[2].set_xticks(np.arange(len(cameras)) + width * (len(sides) - 1) / 2, cameras)
     axes[2].set_ylabel(f"latency p50 at {report['rate_per_camera_hz']:g} Hz/camera (ms)")
-    axes[2].legend(fontsize=8)
+    axes[2].legend(fontsize=8, loc="upper center")
     for axis in (axes[0], axes[1], axes[3]):
         axis.tick_params(axis="x", labelsize=8, labelrotation=15)
     figure.suptitle(f"{report['cameras_count']} cameras, {report['budget']['line']}\n{report['machine']}", fontsize=9)
