@@ -118,6 +118,19 @@ def test_rot90_turns_box_and_mask_counter_clockwise_by_hand_computed_corners(k, 
     assert_aligned(image, target)
 
 
+def test_grayscale_makes_three_equal_channels_and_keeps_the_labels():
+    transform = build_transforms(AugmentationConfig(photometric=False, zoom_out=False, crop=False, hflip=False,
+                                                    grayscale_p=1.0, input_size=(HEIGHT, WIDTH)))
+    image, target = transform(*make_sample())
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+    # ITU-R 601 luma of box 0's colour (250, 20, 20): 0.2989 * 250 + 0.587 * 20 + 0.114 * 20 = 88.7.
+    assert abs(int(image[0, 20, 20]) - 88.7) <= 1
+    assert target["boxes"].tolist() == [list(map(float, box)) for box in BOXES]
+    assert torch.equal(target["mask"], make_sample()[1]["mask"])
+    with pytest.raises(ValueError, match="grayscale_p"):
+        AugmentationConfig(grayscale_p=2.0)
+
+
 def test_rot90_draws_each_quarter_turn():
     torch.manual_seed(0)
     angles = [RandomRot90().make_params([])["angle"] for _ in range(400)]

@@ -54,6 +54,8 @@ class AugmentationConfig:
             uncropped with probability 1/7 by design).
         crop_min_scale: smallest crop side as a fraction of the image side.
         hflip / hflip_p, vflip / vflip_p: flips.
+        grayscale_p: chance of turning the image to grey (3 equal channels), e.g. so that a
+            detector trained on colour tiles has seen the grey imagery it may meet.
         rot90: rotate by a random multiple of 90 degrees (k = 0..3, each 1/4); with the
             flips this covers the 8 symmetries of nadir imagery, which has no "up".
         fill_mean: RGB uint8 fill of zoomed-out borders and letterbox padding.
@@ -80,6 +82,7 @@ class AugmentationConfig:
     vflip: bool = False
     vflip_p: float = 0.5
     rot90: bool = False
+    grayscale_p: float = 0.0
     fill_mean: tuple[int, int, int] = IMAGENET_MEAN_UINT8
     min_box_size: float = 1.0
     resize: str = "stretch"
@@ -88,7 +91,7 @@ class AugmentationConfig:
         self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
         if len(self.input_size) != 2 or min(self.input_size) < 1:
             raise ValueError(f"input_size must be (H, W) of positive ints, got {self.input_size}")
-        for name in ("photometric_p", "zoom_out_p", "crop_p", "hflip_p", "vflip_p"):
+        for name in ("photometric_p", "zoom_out_p", "crop_p", "hflip_p", "vflip_p", "grayscale_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
         if not 0.0 < self.crop_min_scale <= 1.0:
@@ -248,6 +251,8 @@ def build_transforms(cfg: AugmentationConfig | None = None, train: bool = True) 
             brightness=cfg.brightness, contrast=cfg.contrast, saturation=cfg.saturation, hue=cfg.hue,
             p=cfg.photometric_p,
         ))
+    if cfg.grayscale_p > 0:
+        steps.append(v2.RandomGrayscale(cfg.grayscale_p))
     if cfg.zoom_out:
         steps.append(v2.RandomZoomOut(
             fill={tv_tensors.Image: cfg.fill_mean, tv_tensors.Mask: IGNORE_INDEX, "others": 0},
