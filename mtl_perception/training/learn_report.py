@@ -254,9 +254,11 @@ def build_report(config: TrainConfig, out: Path, command: str, checkpoints: Path
         shutil.rmtree(runs_dir)
     started = time.perf_counter()
     untrained = untrained_metrics(config, runs_dir / "untrained")
-    jobs_args = {task: (config, task, runs_dir / task, command, None) for task in RUNS}
+    # The multitask runs (the longest) first, so that with two jobs the single-task ones fill in after.
+    jobs_args = {"multitask": (config, "multitask", runs_dir / "multitask", command, None)}
     jobs_args.update({name: (config, "multitask", runs_dir / name, command, overrides)
                       for name, overrides in variants.items()})
+    jobs_args.update({task: (config, task, runs_dir / task, command, None) for task in RUNS if task != "multitask"})
     if jobs > 1:
         # Independent runs (own seeds and RNG state), so the result does not depend on ``jobs``.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
