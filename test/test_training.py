@@ -409,8 +409,8 @@ def test_cli_reports_config_errors_naming_the_file_and_key(tiny_data, tmp_path, 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENT_THRESHOLD = 0.3  # score_threshold of config/mtl_perception.yaml
 # Floors a little under what the shipped checkpoints reach (measured on a 2-core VM): building IoU
-# 0.32 (multitask) / 0.32; trees at 0.3: recall 0.16 / 0.11, precision 0.48 / 0.52 (multitask / det only).
-DEMO_FLOORS = {"building_iou": 0.25, "tree_recall": 0.08, "tree_precision": 0.35}
+# 0.28 (multitask) / 0.33; trees at 0.3: recall 0.17 / 0.19, precision 0.50 / 0.58 (multitask / det only).
+DEMO_FLOORS = {"building_iou": 0.24, "tree_recall": 0.13, "tree_precision": 0.42}
 
 
 @pytest.mark.parametrize("task", ["multitask", "segmentation", "detection"])
@@ -445,6 +445,20 @@ def test_shipped_demo_checkpoints_are_small_half_precision_mobilenets_with_their
         assert truths == 323  # the held-out tree count of aerial_sample_splits
         assert hits / truths > DEMO_FLOORS["tree_recall"] and hits / found > DEMO_FLOORS["tree_precision"], (
             hits, found, truths)
+    if task == "multitask":
+        # What a user sees first: the held-out solaris tiles (grey satellite imagery, buildings)
+        # get no tree box lying a quarter or more on building pixels at the deployment threshold.
+        # (The previous demo model drew 285 boxes there, 19 of them that much on buildings.)
+        on_buildings = []
+        predictor = Predictor(path, device="cpu", warmup=0)
+        for image, target in (solaris_building_split("heldout", 300)[i] for i in range(3)):
+            prediction = predictor.predict(image.permute(1, 2, 0).numpy())
+            building = target["mask"].numpy() == 1
+            for (x0, y0, x1, y1), score in zip(np.asarray(prediction.boxes), np.asarray(prediction.scores)):
+                window = building[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))]
+                if score >= DEPLOYMENT_THRESHOLD and window.size and window.mean() >= 0.25:
+                    on_buildings.append((float(score), float(window.mean())))
+        assert on_buildings == []
 
 
 @pytest.mark.parametrize("head_norm, independent", [("group", True), ("batch", False)])
