@@ -2,6 +2,11 @@
 silently broken learning (a short multitask run must clearly beat its own initialisation)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -93,6 +98,51 @@ def test_short_real_data_run_beats_the_untrained_network(tmp_path):
     assert after_heldout["det_voc_ap50"] >= before_heldout["det_voc_ap50"] + 0.05, summary
     assert after_heldout["seg_iou"]["building"] >= before_heldout["seg_iou"]["building"] + 0.10, summary
     assert torch.get_num_threads() == 1
+
+
+POOL_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from mtl_perception.training.learn_report import _pool_worker_init
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_pool_worker_init,
+                             initargs=(os.getpid(),)) as pool:
+        print(pool.submit(os.getpid).result(), flush=True)
+        pool.submit(time.sleep, 300)
+        time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in status)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_training_worker_dies_with_the_report_process(tmp_path):
+    # The report killed with SIGKILL (no chance to clean up): its spawned worker, busy in a task,
+    # must not live on.
+    script = tmp_path / "parent.py"
+    script.write_text(POOL_PARENT)
+    parent = subprocess.Popen([sys.executable, "-P", str(script)], stdout=subprocess.PIPE, text=True)
+    worker = None
+    try:
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker)
+    finally:
+        parent.kill()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 def test_cli_rejects_a_malformed_variant_before_training(tmp_path, capsys):

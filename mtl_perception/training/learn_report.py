@@ -26,6 +26,7 @@ import argparse
 import multiprocessing
 import logging
 import math
+import os
 import platform
 import shlex
 import shutil
@@ -117,10 +118,23 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
 
 
-def _fork_data_workers() -> None:
-    """Run in each spawned training process: its DataLoader workers fork from it (with the code it
-    loaded) instead of being spawned anew every epoch from the files on disk."""
+def _pool_worker_init(parent_pid: int) -> None:
+    """Run in each spawned training process.
+
+    * Its DataLoader workers fork from it (with the code it loaded) instead of being spawned
+      anew every epoch from the files on disk.
+    * On Linux it gets SIGTERM when the report process dies, however that dies (SIGKILL
+      included): a pool worker otherwise outlives it and keeps training into the run folders.
+    """
     multiprocessing.set_start_method("fork", force=True)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the report died before the prctl took effect
+            os._exit(1)
 
 
 def plot_learning_curves(runs: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -262,7 +276,7 @@ def build_report(config: TrainConfig, out: Path, command: str, checkpoints: Path
     if jobs > 1:
         # Independent runs (own seeds and RNG state), so the result does not depend on ``jobs``.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_fork_data_workers) as pool:
+                                 initializer=_pool_worker_init, initargs=(os.getpid(),)) as pool:
             futures = {name: pool.submit(train_run, *args) for name, args in jobs_args.items()}
             runs = {name: future.result() for name, future in futures.items()}
     else:
