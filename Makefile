@@ -59,7 +59,7 @@ BUDGET ?= shared
 demo: setup build
 	source scripts/ros_env.sh && python -P -m mtl_perception.ros.demo --out demo_output --budget $(BUDGET) $(DEMO_ARGS)
 
-# Real-data learning report (~17 CPU minutes, two runs at a time): learn_output/learn_report.md,
+# Real-data learning report (~25 minutes on 2 cores, two runs at a time): learn_output/learn_report.md,
 # .json and learning_curves.png; multitask, segmentation-only, detection-only and the GroupNorm variant
 learn-report: setup build
 	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output --jobs 2
