@@ -45,6 +45,8 @@ from torchvision.ops import box_iou
 from ..ignored_regions import in_ignored_regions
 
 VOC_IOU_THRESHOLD = 0.5
+# (scores falling, recall, precision) of one class, or None without positives
+PrCurve = tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def _to_numpy(values: Any, what: str) -> np.ndarray:
@@ -226,10 +228,11 @@ class DetectionEvaluator:
             ``num_ignored_ground_truth`` (ints; dropped in ignored regions),
             ``per_class_best_f1`` (class name -> :meth:`best_f1`).
         """
-        voc07 = {}
-        voc = {}
+        voc07, voc, best_f1 = {}, {}, {}
         for class_index, name in enumerate(self.class_names):
-            voc07[name], voc[name] = self._voc_class_ap(class_index)
+            curve = self._class_pr_curve(class_index)  # once per class, for both AP and F1
+            voc07[name], voc[name] = _voc_aps(curve)
+            best_f1[name] = _best_f1(curve)
         coco = self._coco_metrics()
         return {
             "voc07_map": _nan_mean(voc07.values()),
@@ -242,40 +245,16 @@ class DetectionEvaluator:
             "num_ground_truth": sum(len(image["gt_labels"]) for image in self._images.values()),
             "num_ignored_detections": sum(image["num_ignored_detections"] for image in self._images.values()),
             "num_ignored_ground_truth": sum(image["num_ignored_ground_truth"] for image in self._images.values()),
-            "per_class_best_f1": {name: self.best_f1(i) for i, name in enumerate(self.class_names)},
+            "per_class_best_f1": best_f1,
         }
-
-    def _voc_class_ap(self, class_index: int) -> tuple[float, float]:
-        """(11-point AP, all-point AP) of one class at IoU 0.5; NaN without positives."""
-        curve = self._class_pr_curve(class_index)
-        if curve is None:
-            return math.nan, math.nan
-        _, recall, precision = curve
-        if recall.size == 0:
-            return 0.0, 0.0
-        return (
-            voc_average_precision(recall, precision, use_11_point=True),
-            voc_average_precision(recall, precision, use_11_point=False),
-        )
 
     def best_f1(self, class_index: int) -> dict[str, float]:
         """The score threshold with the highest F1 (VOC matching at IoU 0.5) of one class:
         ``{"f1", "score_threshold", "precision", "recall"}``; NaN without positives or detections.
         Keeping detections scoring at least ``score_threshold`` gives that precision and recall."""
-        curve = self._class_pr_curve(class_index)
-        nan = {"f1": math.nan, "score_threshold": math.nan, "precision": math.nan, "recall": math.nan}
-        if curve is None or curve[0].size == 0:
-            return nan
-        scores, recall, precision = curve
-        # Only the last detection of a run of equal scores is a threshold one can set.
-        last_of_score = np.append(scores[1:] != scores[:-1], True)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-        f1 = np.where(last_of_score, f1, -1.0)
-        best = int(np.argmax(f1))
-        return {"f1": float(f1[best]), "score_threshold": float(scores[best]),
-                "precision": float(precision[best]), "recall": float(recall[best])}
+        return _best_f1(self._class_pr_curve(class_index))
 
-    def _class_pr_curve(self, class_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def _class_pr_curve(self, class_index: int) -> PrCurve:
         """(scores falling, recall, precision) after each detection of one class, difficult
         matches left out; None without positives."""
         num_positives = 0
@@ -402,6 +381,34 @@ class DetectionEvaluator:
             "coco_ap75": stats[2],
             "per_class_ap_coco": {**nan_per_class, **per_class},
         }
+
+
+def _voc_aps(curve: PrCurve) -> tuple[float, float]:
+    """(11-point AP, all-point AP) of a class's curve (:meth:`DetectionEvaluator._class_pr_curve`);
+    NaN without positives, 0 without detections."""
+    if curve is None:
+        return math.nan, math.nan
+    _, recall, precision = curve
+    if recall.size == 0:
+        return 0.0, 0.0
+    return (
+        voc_average_precision(recall, precision, use_11_point=True),
+        voc_average_precision(recall, precision, use_11_point=False),
+    )
+
+
+def _best_f1(curve: PrCurve) -> dict[str, float]:
+    """:meth:`DetectionEvaluator.best_f1` of a class's curve."""
+    if curve is None or curve[0].size == 0:
+        return {"f1": math.nan, "score_threshold": math.nan, "precision": math.nan, "recall": math.nan}
+    scores, recall, precision = curve
+    # Only the last detection of a run of equal scores is a threshold one can set.
+    last_of_score = np.append(scores[1:] != scores[:-1], True)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    f1 = np.where(last_of_score, f1, -1.0)
+    best = int(np.argmax(f1))
+    return {"f1": float(f1[best]), "score_threshold": float(scores[best]),
+            "precision": float(precision[best]), "recall": float(recall[best])}
 
 
 def _ignore_mask(values: Any) -> torch.Tensor:
