@@ -116,9 +116,11 @@ def multibox_loss(
     num_anchors = anchors.shape[0]
 
     class_targets, box_losses, positives, ignored = [], [], [], []
-    negatives_only = torch.tensor(["boxes" not in targets[i] for i in index], device=anchors.device)
+    # A Python list for the loop (a tensor element there would sync with the GPU once per sample).
+    without_boxes = ["boxes" not in targets[i] for i in index]
+    negatives_only = torch.tensor(without_boxes, device=anchors.device)
     for row, i in enumerate(index):
-        if negatives_only[row]:
+        if without_boxes[row]:
             # No box labels: only anchors lying mostly inside the negative regions are negatives.
             inside = ignored_anchors(anchors, targets[i]["negative_mask"].to(anchors.device))
             ignored.append(~inside)

@@ -54,8 +54,6 @@ from mtl_perception.visualization import render_overlay
 
 _DYNAMIC = ("score_threshold", "nms_iou", "max_detections", "class_allowlist")
 MAX_DETECTIONS_LIMIT = 10000
-# A 4K UHD camera frame. Larger frames (or compressed images declaring more pixels) are dropped
-# before anything is allocated for them.
 
 
 class InferenceNode(ManagedNode):

@@ -104,9 +104,6 @@ class Trainer:
         self.data = build_training_data(config)
         self.class_names = self.data.class_names
         self.model_config = config.model_config(self.class_names)
-        if config.loss.det_negative_seg_classes and self.model_config.kind != "multitask":
-            log.info("loss.det_negative_seg_classes needs segmentation labels in a multitask run: unused by this %s run",
-                     self.model_config.kind)
         class_weights = config.loss.seg_class_weights
         if class_weights is not None and self.model_config.has_segmentation \
                 and len(class_weights) != self.model_config.num_seg_classes:
@@ -219,7 +216,11 @@ class Trainer:
         """Indices of ``loss.det_negative_seg_classes`` in the model's segmentation classes
         (None unless a multitask run names some)."""
         names = config.loss.det_negative_seg_classes
-        if not names or self.model_config.kind != "multitask":
+        if not names:
+            return None
+        if self.model_config.kind != "multitask":
+            log.info("loss.det_negative_seg_classes needs segmentation labels in a multitask run: unused by this %s run",
+                     self.model_config.kind)
             return None
         known = list(self.class_names["segmentation"])
         unknown = [n for n in names if n not in known]
