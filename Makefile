@@ -57,7 +57,7 @@ bench: setup build
 # per-network); report, plots and overlays in demo_output/.
 BUDGET ?= shared
 demo: setup build
-	source scripts/ros_env.sh && python -P -m mtl_perception.ros.demo --out demo_output --budget $(BUDGET) $(DEMO_ARGS)
+	source scripts/ros_env.sh && python -P -m mtl_perception.replay.demo --out demo_output --budget $(BUDGET) $(DEMO_ARGS)
 
 # Real-data learning report (~25 minutes on 2 cores, two runs at a time): learn_output/learn_report.md,
 # .json and learning_curves.png; multitask, segmentation-only, detection-only and the GroupNorm variant

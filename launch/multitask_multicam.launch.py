@@ -2,11 +2,11 @@
 
 One multicam_node serving every camera (inputs <namespace>/<camera>/image, outputs under
 <namespace>/<camera>/) with one network and one batched pass per tick. Nodes come from
-mtl_perception.ros.graph.GRAPHS["multitask_multicam"], parameters from config/mtl_perception.yaml
-(the same YAML as `python -m mtl_perception.ros.graph multitask_multicam`).
+mtl_perception.graphs.graph.GRAPHS["multitask_multicam"], parameters from config/mtl_perception.yaml
+(the same YAML as `python -m mtl_perception.graphs.graph multitask_multicam`).
 """
 
-from mtl_perception.ros.launch_support import graph_launch_description
+from mtl_perception.graphs.launch_support import graph_launch_description
 
 
 def generate_launch_description():

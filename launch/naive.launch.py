@@ -1,10 +1,10 @@
 """ros2 launch mtl_perception naive.launch.py [camera_topic:=...] [use_rviz:=true] [budget:=shared|per-network] ...
 
-Nodes come from mtl_perception.ros.graph.GRAPHS["naive"], parameters from
-config/mtl_perception.yaml (the same YAML as `python -m mtl_perception.ros.graph naive`).
+Nodes come from mtl_perception.graphs.graph.GRAPHS["naive"], parameters from
+config/mtl_perception.yaml (the same YAML as `python -m mtl_perception.graphs.graph naive`).
 """
 
-from mtl_perception.ros.launch_support import graph_launch_description
+from mtl_perception.graphs.launch_support import graph_launch_description
 
 
 def generate_launch_description():

@@ -250,7 +250,7 @@ step_bench_compiled() {
 step_replay() {
   step=replay
   ros_env
-  python -c 'import mtl_perception.ros.compare' || fail "mtl_perception.ros.compare does not import (ROS runtime?)"
+  python -c 'import mtl_perception.replay.compare' || fail "mtl_perception.replay.compare does not import (ROS runtime?)"
   python -P - "$work/replay_input" "$replay_frames" "$r50" "$node_params" "$repo_root/config/mtl_perception.yaml" <<'PY' \
     || fail "could not make the bag inputs"
 import sys
@@ -283,12 +283,12 @@ PY
   python -P -m mtl_perception.bags.make_bag "$work/replay_input/bag" --images "$work/replay_input/images" --rate 30 --quiet \
     || fail "make-bag failed"
   read -r multitask segmentation detection < "$work/replay_input/checkpoints.txt"
-  python -P -m mtl_perception.ros.compare --bag "$work/replay_input/bag" --out "$work/replay" --device "$device" \
+  python -P -m mtl_perception.replay.compare --bag "$work/replay_input/bag" --out "$work/replay" --device "$device" \
     --params "$work/replay_input/params.yaml" --checkpoint "$multitask" --segmentation-checkpoint "$segmentation" \
     --detection-checkpoint "$detection" --budget shared --mode lockstep --fixed-rates 30 \
     --fixed-seconds "$replay_seconds" $replay_peak --overlays 0
   rc=$?
-  [ $rc = 0 ] || fail "mtl_perception.ros.compare exited $rc (3: frames were lost, replay.md says where)"
+  [ $rc = 0 ] || fail "mtl_perception.replay.compare exited $rc (3: frames were lost, replay.md says where)"
   [ "$replay_peak" = --peak ] || echo "dry run: no peak-throughput search (its binary search takes minutes on this CPU)" \
     > "$work/logs/replay.reason"
 }
@@ -298,9 +298,9 @@ step_multicam() {  # issue 13: one batched multicam_node vs one multitask_node p
   [ -f "$work/replay_input/bag/metadata.yaml" ] || fail "no 1280x720 bag: the replay step makes it and did not"
   ros_env
   read -r multitask _ < "$work/replay_input/checkpoints.txt"
-  python -P -m mtl_perception.ros.multicam_bench --out "$work/multicam" --cameras 4 --bag "$work/replay_input/bag" \
+  python -P -m mtl_perception.replay.multicam_bench --out "$work/multicam" --cameras 4 --bag "$work/replay_input/bag" \
     --checkpoint "$multitask" --params "$work/replay_input/params.yaml" --device "$device" --max-batch 0 4 \
-    || fail "mtl_perception.ros.multicam_bench exited $?"
+    || fail "mtl_perception.replay.multicam_bench exited $?"
   cp "$work/multicam/report.md" "$out/multicam.md" || fail "no multicam report"
 }
 export -f step_install step_build step_cuda_tests step_bench_resnet50 step_bench_mobilenet_v2 step_bench_compiled step_replay \

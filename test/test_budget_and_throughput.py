@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from mtl_perception.ros.budget import format_cpu_list, parse_cpu_list, plan_budget
-from mtl_perception.ros.graph import GraphProcesses, node_overrides
-from mtl_perception.ros.process_sampler import cpu_percent
-from mtl_perception.ros.throughput import RateTrial, events_per_second, rate_passes, search_peak_rate
+from mtl_perception.graphs.budget import format_cpu_list, parse_cpu_list, plan_budget
+from mtl_perception.graphs.graph import GraphProcesses, node_overrides
+from mtl_perception.replay.process_sampler import cpu_percent
+from mtl_perception.replay.throughput import RateTrial, events_per_second, rate_passes, search_peak_rate
 
 
 def test_cpu_lists_in_the_proc_format():
@@ -135,7 +135,7 @@ def _report(latency, peak, rss, size, answered):
 
 
 def test_comparison_gains_point_the_same_way_for_costs_and_rates():
-    from mtl_perception.ros.replay_report import compare_markdown, compare_reports
+    from mtl_perception.replay.replay_report import compare_markdown, compare_reports
 
     naive = _report(120.0, 8.0, 1800.0, 20.0, 30)
     naive["inference_nodes"] = ["segmentation_node", "detection_node"]
@@ -160,13 +160,13 @@ def test_stopping_a_graph_removes_its_scratch_folder(tmp_path):
 
 
 def test_the_graph_cli_removes_its_overrides_when_signalled(tmp_path):
-    """SIGTERM to `python -m mtl_perception.ros.graph` stops the nodes and leaves no overrides file behind."""
+    """SIGTERM to `python -m mtl_perception.graphs.graph` stops the nodes and leaves no overrides file behind."""
     from node_fixtures import make_tiny_checkpoints
 
     checkpoints = make_tiny_checkpoints(tmp_path / "checkpoints")
     temp = tmp_path / "tmp"
     temp.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "mtl_perception.ros.graph", "multitask", "--checkpoint",
+    process = subprocess.Popen([sys.executable, "-m", "mtl_perception.graphs.graph", "multitask", "--checkpoint",
                                 str(checkpoints["multitask"]), "--device", "cpu", "--log-dir", str(tmp_path / "logs")],
                                env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, text=True)
     try:
@@ -182,10 +182,10 @@ def test_the_graph_cli_removes_its_overrides_when_signalled(tmp_path):
 
 
 def test_the_graph_cli_exit_codes_for_bad_input(tmp_path):
-    missing = subprocess.run([sys.executable, "-m", "mtl_perception.ros.graph", "multitask", "--checkpoint",
+    missing = subprocess.run([sys.executable, "-m", "mtl_perception.graphs.graph", "multitask", "--checkpoint",
                               str(tmp_path / "none.pt")], capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "none.pt is not a file" in missing.stderr
-    bad_budget = subprocess.run([sys.executable, "-m", "mtl_perception.ros.graph", "multitask", "--budget", "equal"],
+    bad_budget = subprocess.run([sys.executable, "-m", "mtl_perception.graphs.graph", "multitask", "--budget", "equal"],
                                 capture_output=True, text=True, timeout=60)
     assert bad_budget.returncode == 2
 
@@ -203,7 +203,7 @@ class _Outputs:
 
 
 def test_run_outcome_counts_answers_drops_and_frames_a_node_never_received():
-    from mtl_perception.ros.replay_runs import run_outcome
+    from mtl_perception.replay.replay_runs import run_outcome
 
     published = {1: 0.0, 2: 0.1, 3: 0.2}
     outputs = _Outputs({"segmentation": {1: 0.05, 2: 0.2}, "detections": {1: 0.06, 3: 0.3}})

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.usefixtures("ros_node")
 
 def test_demo_compares_both_graphs_on_real_images_with_the_shipped_checkpoints(tmp_path):
     out = tmp_path / "demo_output"
-    result = subprocess.run([sys.executable, "-P", "-m", "mtl_perception.ros.demo", "--out", str(out), "--device", "cpu",
+    result = subprocess.run([sys.executable, "-P", "-m", "mtl_perception.replay.demo", "--out", str(out), "--device", "cpu",
                              "--quick", "--fixed-rates", "10"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "| checkpoint size (MB) |" in result.stdout and "compare.md" in result.stdout

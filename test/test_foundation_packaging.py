@@ -22,7 +22,7 @@ IMPORT_CORE_SCRIPT = r"""
 import importlib, pkgutil, sys
 import mtl_perception
 
-ROS_PARTS = ("mtl_perception.ros.", "mtl_perception.msg.")
+ROS_PARTS = ("mtl_perception.ros.", "mtl_perception.graphs.", "mtl_perception.replay.", "mtl_perception.msg.")
 ROS_MODULES = ("rclpy", "rosidl_generator_py", "rosidl_runtime_py", "std_msgs",
                "sensor_msgs", "vision_msgs", "builtin_interfaces", "geometry_msgs")
 
@@ -69,7 +69,8 @@ def test_core_modules_import_without_ros(tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     imported = result.stdout.split()
     assert "mtl_perception.image_msg_codec" in imported and "mtl_perception.models" in imported
-    assert not any(name.startswith("mtl_perception.ros") for name in imported[1:])
+    assert not any(name.startswith(("mtl_perception.ros.", "mtl_perception.graphs.", "mtl_perception.replay."))
+               for name in imported[1:])
 
 
 def copy_source_tree(destination):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtl_perception.ros.graph import GRAPHS, node_overrides, write_overrides_file
+from mtl_perception.graphs.graph import GRAPHS, node_overrides, write_overrides_file
 
 REPO = Path(__file__).resolve().parents[1]
 # Topics each graph publishes under its namespace (relative names), and the camera input.
@@ -24,7 +24,7 @@ def test_rviz_config_names_only_topics_and_displays_that_exist():
     for display in displays:
         assert display["Class"] in RVIZ_DISPLAY_CLASSES, display["Class"]
         topics.add(display["Topic"]["Value"])
-    from mtl_perception.ros.graph import DEFAULT_CAMERA_TOPIC
+    from mtl_perception.graphs.graph import DEFAULT_CAMERA_TOPIC
 
     published = {"/" + t for t in GRAPH_TOPICS}
     assert topics == {DEFAULT_CAMERA_TOPIC, "/segmentation/color", "/overlay"}

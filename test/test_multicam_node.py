@@ -202,7 +202,7 @@ def test_invalid_camera_lists_fail_configure_with_a_clear_error(checkpoints, lau
 
 
 def test_multicam_graph_arguments_override_the_yaml_cameras():
-    from mtl_perception.ros.graph import node_overrides, node_parameters
+    from mtl_perception.graphs.graph import node_overrides, node_parameters
 
     overrides = node_overrides("multitask_multicam", {"cameras": "front, down,stereo/left", "checkpoint": "/x/mt.pt"})
     assert overrides == {"multicam_node": {"checkpoint": "/x/mt.pt", "cameras": ["front", "down", "stereo/left"]}}
@@ -215,7 +215,7 @@ def test_multicam_graph_from_the_project_cli_serves_the_cameras_it_is_given(ros_
     from sensor_msgs.msg import Image
     from vision_msgs.msg import LabelInfo
 
-    command = [sys.executable, "-m", "mtl_perception.ros.graph", "multitask_multicam", "--namespace", "gm",
+    command = [sys.executable, "-m", "mtl_perception.graphs.graph", "multitask_multicam", "--namespace", "gm",
                "--cameras", "port,starboard", "--checkpoint", str(checkpoints["multitask"]), "--device", "cpu",
                "--log-dir", str(tmp_path / "logs")]
     graph = launch_process(command, name="multicam_graph")
@@ -244,7 +244,7 @@ def test_bench_frames_come_from_each_camera_topic_or_one_shared_bag(tmp_path):
     from mtl_perception.bags.frames_to_bag import write_bag
     from mtl_perception.bags.multicam_bag import merge_camera_bags
     from mtl_perception.bags.sources import SourceFrame
-    from mtl_perception.ros.multicam_bench import load_frames
+    from mtl_perception.replay.multicam_bench import load_frames
 
     def frames(values, size):
         return [SourceFrame(np.full((*size, 3), v, np.uint8), str(v)) for v in values]

@@ -300,9 +300,9 @@ def test_a_cuda_out_of_memory_frame_is_dropped_and_the_next_one_served(checkpoin
 def test_naive_graph_from_the_project_cli_honours_the_same_contract(ros_node, checkpoints, launch_process, tmp_path):
     from vision_msgs.msg import LabelInfo
 
-    from mtl_perception.ros.graph import GRAPHS
+    from mtl_perception.graphs.graph import GRAPHS
 
-    command = [sys.executable, "-m", "mtl_perception.ros.graph", "naive", "--namespace", "nv", "--camera-topic", "/nv/camera",
+    command = [sys.executable, "-m", "mtl_perception.graphs.graph", "naive", "--namespace", "nv", "--camera-topic", "/nv/camera",
                "--segmentation-checkpoint", str(checkpoints["segmentation"]), "--detection-checkpoint",
                str(checkpoints["detection"]), "--device", "cpu", "--log-dir", str(tmp_path / "logs")]
     graph = launch_process(command, name="naive_graph")
@@ -332,7 +332,7 @@ def test_naive_graph_from_the_project_cli_honours_the_same_contract(ros_node, ch
 def test_graph_cli_exits_1_when_a_node_fails(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")  # a file, so the graph starts; the node then fails to load it
-    result = subprocess.run([sys.executable, "-m", "mtl_perception.ros.graph", "multitask", "--checkpoint",
+    result = subprocess.run([sys.executable, "-m", "mtl_perception.graphs.graph", "multitask", "--checkpoint",
                              str(corrupt), "--namespace", "fail"], capture_output=True, text=True,
                             timeout=120, cwd=tmp_path)
     assert result.returncode == 1

@@ -55,8 +55,8 @@ def _arguments(checkpoints, graph):
 @pytest.mark.parametrize("graph,mode", [("multitask", "lockstep"), ("naive", "rate")])
 def test_replay_eval_reports_accuracy_latency_memory_and_size(bag, checkpoints, tmp_path, graph, mode):
     from mtl_perception.bags.reader import BagReader
-    from mtl_perception.ros.graph import GRAPHS
-    from mtl_perception.ros.replay_eval import run_replay
+    from mtl_perception.graphs.graph import GRAPHS
+    from mtl_perception.replay.replay_eval import run_replay
 
     out = tmp_path / graph
     report = run_replay(bag, graph, out, mode=mode, rate=1.0, arguments=_arguments(checkpoints, graph), overlays=2,
@@ -104,7 +104,7 @@ def test_replay_accuracy_matches_metrics_computed_from_the_recorded_outputs(bag,
     from mtl_perception.bags.typestore import deserialize, stamp_to_ns
     from mtl_perception.image_msg_codec import image_to_array
     from mtl_perception.metrics import ConfusionMatrix
-    from mtl_perception.ros.replay_eval import run_replay
+    from mtl_perception.replay.replay_eval import run_replay
 
     report = run_replay(bag, "multitask", tmp_path / "mt", arguments=_arguments(checkpoints, "multitask"), overlays=1)
     with BagReader(bag) as source:
@@ -123,7 +123,7 @@ def test_replay_accuracy_matches_metrics_computed_from_the_recorded_outputs(bag,
 
 
 def test_compare_writes_both_columns(bag, checkpoints, tmp_path):
-    from mtl_perception.ros.compare import run_compare
+    from mtl_perception.replay.compare import run_compare
 
     arguments = {**_arguments(checkpoints, "multitask"), **_arguments(checkpoints, "naive")}
     table = run_compare(bag, tmp_path / "cmp", arguments=arguments, overlays=1, max_frames=3)
@@ -139,7 +139,7 @@ def test_compare_writes_both_columns(bag, checkpoints, tmp_path):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mtl_perception.ros.replay_eval", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mtl_perception.replay.replay_eval", *map(str, args)], capture_output=True,
                           text=True, timeout=300, cwd=cwd)
 
 
@@ -194,10 +194,10 @@ def test_the_shared_budget_pins_every_node_process_and_sets_its_threads(bag, che
     from pathlib import Path
 
     from mtl_perception.bags.reader import BagReader
-    from mtl_perception.ros.budget import parse_cpu_list, plan_budget
-    from mtl_perception.ros.graph import start_graph
-    from mtl_perception.ros.replay_node import ReplayNode
-    from mtl_perception.ros.replay_runs import check_alive, wait_until_ready
+    from mtl_perception.graphs.budget import parse_cpu_list, plan_budget
+    from mtl_perception.graphs.graph import start_graph
+    from mtl_perception.replay.replay_node import ReplayNode
+    from mtl_perception.replay.replay_runs import check_alive, wait_until_ready
 
     allowed = sorted(os.sched_getaffinity(0))
     graph_cpus = tuple(allowed[1:] or allowed)  # the documented default: all but the first CPU
@@ -246,7 +246,7 @@ def test_at_rate_a_slower_node_drops_frames_and_the_report_counts_them(tmp_path,
     from mtl_perception.bags.make_bag import write_bag
     from mtl_perception.bags.reader import BagReader
     from mtl_perception.bags.typestore import deserialize
-    from mtl_perception.ros.replay_eval import run_replay
+    from mtl_perception.replay.replay_eval import run_replay
 
     bag_path = tmp_path / "bag12"
     write_bag(_frames(12), bag_path, rate=5.0, start_ns=1_000_000_000_000, detection_classes=DET_NAMES,
@@ -274,7 +274,7 @@ def test_at_rate_a_slower_node_drops_frames_and_the_report_counts_them(tmp_path,
 
 def test_a_compressed_bag_replays_end_to_end(tmp_path, checkpoints):
     from mtl_perception.bags.make_bag import write_bag
-    from mtl_perception.ros.replay_eval import run_replay
+    from mtl_perception.replay.replay_eval import run_replay
 
     bag_path = tmp_path / "jpeg_bag"
     write_bag(_frames(6), bag_path, rate=5.0, start_ns=1_000_000_000_000, compressed="jpeg", detection_classes=DET_NAMES,

@@ -18,7 +18,8 @@ from mtl_perception.checkpoint import load_checkpoint
 from mtl_perception.data.build import build_dataset
 from mtl_perception.predictor import Predictor
 from mtl_perception.training.config import ConfigError, ScheduleConfig, apply_overrides, config_from_dict, load_config
-from mtl_perception.training.data import build_training_data, dataset_class_names
+from mtl_perception.data.dataset_classes import dataset_class_names
+from mtl_perception.training.data import build_training_data
 from mtl_perception.training.optim import lr_factor
 from mtl_perception.training.state import load_training_state
 from mtl_perception.training.trainer import Trainer

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..metrics import json_safe
 from ..models.config import TASKS
-from ..training.data import dataset_class_names
+from ..data.dataset_classes import dataset_class_names
 from .report import latency_summary
 from .scores import TaskScores, to_numpy
 

@@ -42,7 +42,7 @@ import yaml
 from ..atomic import atomic_output, write_json_atomic, write_text_atomic
 from ..metrics import json_safe
 from .config import ConfigError, TrainConfig, apply_overrides, config_from_dict, load_config
-from .data import dataset_class_names
+from ..data.dataset_classes import dataset_class_names
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """One multicam_node vs one multitask_node per camera, at the same compute budget.
 
-    python -m mtl_perception.ros.multicam_bench --out multicam_output [--cameras 4]
+    python -m mtl_perception.replay.multicam_bench --out multicam_output [--cameras 4]
         [--bag demo_output/demo_bag] [--checkpoint checkpoints/demo_multitask.pt] [--device cpu]
         [--max-batch 0 [4 ...]] [--rate-per-camera 1] [--budget shared] [--graph-cpus 1] [--cpu-threads 1]
 
-Sides, started one after the other with the same budget (:mod:`mtl_perception.ros.budget`: every
+Sides, started one after the other with the same budget (:mod:`mtl_perception.graphs.budget`: every
 node process on the same CPU set with the same torch threads, or on one GPU): ``batched`` (the
 ``multitask_multicam`` graph, once per ``--max-batch`` value) and ``per-camera`` (N ``multitask``
 graphs, namespaces ``<camera>``). Frames: see :func:`load_frames` (a ``make-bag --merge-cameras``
@@ -12,7 +12,7 @@ bag, or one camera's bag shared). Per side:
 
 * memory: peak RSS of every node process (summed over the N nodes of ``per-camera``);
 * per-camera latency (publish → the frame's stats) at ``--rate-per-camera`` for every camera;
-* aggregate peak throughput: :func:`~mtl_perception.ros.throughput.search_peak_rate` over the
+* aggregate peak throughput: :func:`~mtl_perception.replay.throughput.search_peak_rate` over the
   aggregate rate (the cameras in turn); a rate passes when <= 5 % of frames go unanswered and
   the answers keep up with >= 90 % of the rate.
 
@@ -31,12 +31,12 @@ from pathlib import Path
 
 from mtl_perception.atomic import atomic_output, write_json_atomic, write_text_atomic
 from mtl_perception.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from mtl_perception.ros.budget import add_budget_arguments, budget_from_args, check_device, pinned
-from mtl_perception.ros.graph import DEFAULT_PARAMS, start_graph
-from mtl_perception.ros.multicam_replay import MulticamReplay, latency_summary
+from mtl_perception.graphs.budget import add_budget_arguments, budget_from_args, check_device, pinned
+from mtl_perception.graphs.graph import DEFAULT_PARAMS, start_graph
+from mtl_perception.replay.multicam_replay import MulticamReplay, latency_summary
 from mtl_perception.ros.paths import resolve_package_path
-from mtl_perception.ros.process_sampler import ProcessSampler
-from mtl_perception.ros.throughput import search_peak_rate
+from mtl_perception.replay.process_sampler import ProcessSampler
+from mtl_perception.replay.throughput import search_peak_rate
 
 # Targets of the multi-camera issue (4 cameras, shared budget, vs 4 single-camera nodes).
 MEMORY_TARGET = 3.0
@@ -212,7 +212,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtl_perception.ros.multicam_bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m mtl_perception.replay.multicam_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="report folder")
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--bag", type=Path, default=Path("demo_output/demo_bag"), help="camera frames (make-bag)")

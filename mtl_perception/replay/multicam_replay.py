@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from mtl_perception.ros.throughput import RateTrial, events_per_second
+from mtl_perception.replay.throughput import RateTrial, events_per_second
 
 # Stamps this replay invents, far from any recorded one; 1 ms apart.
 _FIRST_STAMP_NS = 2_100_000_000 * 1_000_000_000

@@ -6,7 +6,7 @@ import math
 import threading
 import time
 
-from mtl_perception.ros.budget import format_cpu_list
+from mtl_perception.graphs.budget import format_cpu_list
 
 
 class ProcessSampler:

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 from mtl_perception.bags.demo import make_demo_bag
-from mtl_perception.ros.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device
-from mtl_perception.ros.compare import run_compare
-from mtl_perception.ros.replay_eval import add_perf_arguments, run_cli
+from mtl_perception.graphs.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device
+from mtl_perception.replay.compare import run_compare
+from mtl_perception.replay.replay_eval import add_perf_arguments, run_cli
 
 QUICK = {"fixed_seconds": 2.0, "peak_options": {"trial_seconds": 1.5, "min_frames": 8, "steps": 2}}
 
@@ -41,7 +41,7 @@ def run_demo(out: Path, budget: ComputeBudget, mode: str = "lockstep", rate: flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtl_perception.ros.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtl_perception.replay.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output")
     parser.add_argument("--device", type=check_device, help="auto | cpu | cuda | cuda:N (default: the YAML's, auto)")
     parser.add_argument("--mode", choices=("lockstep", "rate"), default="lockstep")

@@ -1,13 +1,13 @@
 """Table II inside ROS: replay one bag through the multitask graph, then the naive graph, at one budget.
 
-    python -m mtl_perception.ros.compare --bag BAG --out DIR [--mode lockstep|rate] [--device cpu|cuda|cuda:N]
+    python -m mtl_perception.replay.compare --bag BAG --out DIR [--mode lockstep|rate] [--device cpu|cuda|cuda:N]
         [--checkpoint P] [--segmentation-checkpoint P] [--detection-checkpoint P]
         [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
         [--fixed-rates 10,30] [--fixed-seconds 6] [--peak | --no-peak]
 
 Both graphs run one after the other on the same machine with the same YAML and the same
 compute budget (default ``shared``: one CPU set and thread count, or one GPU, for every
-process of a graph; :mod:`mtl_perception.ros.budget`). Each gets a full replay report in
+process of a graph; :mod:`mtl_perception.graphs.budget`). Each gets a full replay report in
 ``DIR/multitask`` and ``DIR/naive``; ``DIR/compare.md`` / ``compare.json`` hold the
 side-by-side table (budget line, lockstep latency, peak throughput, fixed-rate rows,
 memory, size, accuracy) with the multitask gain of each row.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from mtl_perception.atomic import write_text_atomic
 from mtl_perception.evaluation.report import per_class_from, plot_latency_cdf, plot_per_class, write_json
-from mtl_perception.ros.budget import ComputeBudget, budget_from_args, plan_budget
-from mtl_perception.ros.replay_eval import add_graph_arguments, replay_options, run_cli, run_replay
-from mtl_perception.ros.replay_report import compare_markdown, compare_reports
+from mtl_perception.graphs.budget import ComputeBudget, budget_from_args, plan_budget
+from mtl_perception.replay.replay_eval import add_graph_arguments, replay_options, run_cli, run_replay
+from mtl_perception.replay.replay_report import compare_markdown, compare_reports
 
 _OWN_ARGUMENTS = {"multitask": ("checkpoint",), "naive": ("segmentation_checkpoint", "detection_checkpoint")}
 
@@ -63,7 +63,7 @@ def run_compare(bag, out_dir, mode="lockstep", rate=1.0, params_file=None, argum
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtl_perception.ros.compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtl_perception.replay.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint", help="multitask checkpoint (default: the YAML's)")
     parser.add_argument("--segmentation-checkpoint")

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl_perception.ros.replay_messages import OUTPUT_TYPES, camera_class, deserialize, message_class, set_stamp, stamp_ns
+from mtl_perception.replay.replay_messages import OUTPUT_TYPES, camera_class, deserialize, message_class, set_stamp, stamp_ns
 
 # Stamps the replay invents (warm-up, streams, overlays) start here: far from any recorded stamp.
 SYNTHETIC_STAMP_NS = 2_000_000_000 * 1_000_000_000

@@ -1,14 +1,14 @@
 """Replay a rosbag through a running node graph and measure it: the paper's Table II inside ROS.
 
-    python -m mtl_perception.ros.replay_eval --bag BAG --graph multitask|naive --out DIR
+    python -m mtl_perception.replay.replay_eval --bag BAG --graph multitask|naive --out DIR
         [--mode lockstep|rate] [--rate X] [--params config/mtl_perception.yaml]
         [--checkpoint P | --segmentation-checkpoint P --detection-checkpoint P] [--device cpu|cuda|cuda:N]
         [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
         [--fixed-rates 10,30] [--fixed-seconds 6] [--peak | --no-peak]
 
-The graph is started through the project CLI's code (:mod:`mtl_perception.ros.graph`, the
+The graph is started through the project CLI's code (:mod:`mtl_perception.graphs.graph`, the
 same YAML as the launch files) under the namespace ``/replay``, within a compute budget
-(:mod:`mtl_perception.ros.budget`; the replay itself runs outside the graph's CPUs where
+(:mod:`mtl_perception.graphs.budget`; the replay itself runs outside the graph's CPUs where
 there is a core to spare). Runs, in order:
 
 1. the accuracy pass: the bag's frames as recorded (raw CDR, stamps kept), in lockstep
@@ -16,7 +16,7 @@ there is a core to spare). Runs, in order:
    against the bag's ground truth, end-to-end latency (send → last output), drops;
 2. fixed-rate streams (``--fixed-rates``, fresh stamps): latency p50/p90/p99, jitter,
    frames with every output next to per-output counts, drops, CPU and RSS per process;
-3. the peak-throughput search (``--peak``, :mod:`mtl_perception.ros.throughput`);
+3. the peak-throughput search (``--peak``, :mod:`mtl_perception.replay.throughput`);
 4. a few overlays saved as PNG (fresh stamps, after everything is measured).
 
 Modules: :mod:`.replay_messages` (types, stamps), :mod:`.replay_node` (publisher,
@@ -45,14 +45,14 @@ import numpy as np
 from mtl_perception.bags.errors import BagError
 from mtl_perception.bags.reader import BagReader
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.ros.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned, plan_budget
-from mtl_perception.ros.graph import DEFAULT_PARAMS, GRAPHS, check_checkpoints, node_parameters, start_graph, use_localhost_transport
-from mtl_perception.ros.predictor_baseline import predictor_baseline
-from mtl_perception.ros.process_sampler import ProcessSampler
-from mtl_perception.ros.replay_messages import REQUIRED_TOPICS
-from mtl_perception.ros.replay_node import ReplayNode
-from mtl_perception.ros.replay_report import build_report, replay_markdown, write_report
-from mtl_perception.ros.replay_runs import (ReplayError, capture_overlays, check_alive, fixed_rate_run, peak_throughput,
+from mtl_perception.graphs.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned, plan_budget
+from mtl_perception.graphs.graph import DEFAULT_PARAMS, GRAPHS, check_checkpoints, node_parameters, start_graph, use_localhost_transport
+from mtl_perception.replay.predictor_baseline import predictor_baseline
+from mtl_perception.replay.process_sampler import ProcessSampler
+from mtl_perception.replay.replay_messages import REQUIRED_TOPICS
+from mtl_perception.replay.replay_node import ReplayNode
+from mtl_perception.replay.replay_report import build_report, replay_markdown, write_report
+from mtl_perception.replay.replay_runs import (ReplayError, capture_overlays, check_alive, fixed_rate_run, peak_throughput,
                                             run_bag_rate, run_lockstep, run_outcome, settle, wait_until_ready)
 
 NAMESPACE = "replay"
@@ -74,13 +74,13 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
 
     Args:
         mode: accuracy pass in ``lockstep`` or at the bag's ``rate`` (× ``rate``).
-        arguments: graph arguments (checkpoints, device, ...; see :func:`~mtl_perception.ros.graph.node_overrides`).
+        arguments: graph arguments (checkpoints, device, ...; see :func:`~mtl_perception.graphs.graph.node_overrides`).
         localhost: run the graph and this process on config/fastdds_localhost.xml (unless
             FASTDDS_DEFAULT_PROFILES_FILE is set).
-        budget: default :func:`~mtl_perception.ros.budget.plan_budget` ``shared``.
+        budget: default :func:`~mtl_perception.graphs.budget.plan_budget` ``shared``.
         fixed_rates: Hz of the fixed-rate streams, each ``fixed_seconds`` long.
         peak: search the peak throughput; ``peak_options`` go to
-            :func:`~mtl_perception.ros.replay_runs.peak_throughput` (trial_seconds, min_frames, steps).
+            :func:`~mtl_perception.replay.replay_runs.peak_throughput` (trial_seconds, min_frames, steps).
 
     Raises:
         BagError: the bag is missing, empty, corrupt or lacks the camera topic.
@@ -235,7 +235,7 @@ def replay_options(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtl_perception.ros.replay_eval", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mtl_perception.replay.replay_eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--graph", choices=sorted(GRAPHS), required=True)
     parser.add_argument("--out", required=True, help="output folder (report.json, report.md, plots, overlays, outputs_bag)")
     parser.add_argument("--checkpoint", help="multitask graph: checkpoint")

@@ -85,7 +85,7 @@ class ComputeBudget:
         return int(match.group(1)) if match and match.group(1) is not None else None
 
     def node_arguments(self) -> dict[str, object]:
-        """Graph arguments (see :func:`mtl_perception.ros.graph.node_overrides`) of this budget."""
+        """Graph arguments (see :func:`mtl_perception.graphs.graph.node_overrides`) of this budget."""
         arguments: dict[str, object] = {}
         if self.threads is not None:
             arguments["cpu_threads"] = self.threads

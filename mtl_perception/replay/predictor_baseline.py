@@ -20,7 +20,7 @@ def predictor_baseline(parameters: dict[str, dict], nodes: list[str], frames: li
     set, so both sides of the overhead ratio get the same budget.
 
     Args:
-        parameters: node → parameters (:func:`mtl_perception.ros.graph.node_parameters`).
+        parameters: node → parameters (:func:`mtl_perception.graphs.graph.node_parameters`).
         nodes: the graph's inference nodes.
         frames: (H, W, 3) uint8 RGB images.
         threads: torch threads (default the first node's ``cpu_threads``; 0 = torch's default).

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from mtl_perception.evaluation.report import latency_summary
-from mtl_perception.ros.replay_node import ReplayNode
-from mtl_perception.ros.throughput import PeakSearch, RateTrial, events_per_second, search_peak_rate
+from mtl_perception.replay.replay_node import ReplayNode
+from mtl_perception.replay.throughput import PeakSearch, RateTrial, events_per_second, search_peak_rate
 
 RESEND_S = 5.0
 
@@ -167,7 +167,7 @@ def fixed_rate_run(replay: ReplayNode, messages, rate_hz: float, seconds: float,
                    alive) -> dict:
     """One fixed-rate stream of ``seconds``: :func:`run_outcome` plus CPU use (% of one core, while
     sending) and RSS of each graph process."""
-    from mtl_perception.ros.process_sampler import cpu_percent
+    from mtl_perception.replay.process_sampler import cpu_percent
 
     before = replay.counter_snapshot()
     cpu_start = sampler.cpu_seconds()
@@ -202,7 +202,7 @@ def capture_overlays(replay: ReplayNode, namespace: str, messages: list, directo
     from sensor_msgs.msg import Image
 
     from mtl_perception.image_msg_codec import image_to_array, to_rgb
-    from mtl_perception.ros.replay_messages import deserialize
+    from mtl_perception.replay.replay_messages import deserialize
 
     replay.subscribe("overlay")
     deadline = time.monotonic() + 30.0

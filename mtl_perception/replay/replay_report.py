@@ -12,9 +12,9 @@ from mtl_perception.atomic import write_text_atomic
 from mtl_perception.evaluation.report import (latency_summary, per_class_from, plot_latency_cdf, plot_per_class, ratio,
                                               write_json)
 from mtl_perception.metrics import ConfusionMatrix, DetectionEvaluator
-from mtl_perception.ros.budget import ComputeBudget, format_cpu_list
+from mtl_perception.graphs.budget import ComputeBudget, format_cpu_list
 from mtl_perception.ros.paths import resolve_package_path
-from mtl_perception.ros.throughput import events_per_second
+from mtl_perception.replay.throughput import events_per_second
 
 
 def _fmt(value, digits: int = 1, suffix: str = "") -> str:
@@ -25,7 +25,7 @@ def _fmt(value, digits: int = 1, suffix: str = "") -> str:
 
 def node_statistics(stats: list, stamps: set[int]) -> dict[str, dict]:
     """Per node, from its InferenceStats: timing p50s over ``stamps``, the latest counters, device, GPU memory."""
-    from mtl_perception.ros.replay_messages import stamp_ns
+    from mtl_perception.replay.replay_messages import stamp_ns
 
     by_node: dict[str, list] = {}
     for _, message in stats:
@@ -57,7 +57,7 @@ def accuracy(received: dict[str, list], stamps: set[int], class_names: dict, bag
     from mtl_perception.bags.typestore import detections_to_arrays
     from mtl_perception.image_msg_codec import image_to_array
     from mtl_perception.ros.messages import detection_labels
-    from mtl_perception.ros.replay_messages import deserialize
+    from mtl_perception.replay.replay_messages import deserialize
 
     result: dict = {}
     seg_names = class_names.get("segmentation")
@@ -107,7 +107,7 @@ def accuracy(received: dict[str, list], stamps: set[int], class_names: dict, bag
 
 def build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nodes, parameters, baseline, truth_boxes,
                  truth_masks, bag_classes, warnings) -> dict:
-    """The replay report of one graph from the runs' figures (:func:`~mtl_perception.ros.replay_eval.run_replay`)."""
+    """The replay report of one graph from the runs' figures (:func:`~mtl_perception.replay.replay_eval.run_replay`)."""
     main_run, published = results["main"], results["published"]
     stamps = set(published)
     node_stats = node_statistics(replay.stats, stamps)

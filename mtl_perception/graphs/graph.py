@@ -4,12 +4,12 @@
 naive baseline; the launch files and this CLI both read it, and both load the same
 parameter YAML (``config/mtl_perception.yaml``), so there is one source of truth.
 
-    python -m mtl_perception.ros.graph multitask [--params config/mtl_perception.yaml]
+    python -m mtl_perception.graphs.graph multitask [--params config/mtl_perception.yaml]
         [--namespace NS] [--camera-topic /camera/image_raw] [--checkpoint PATH]
         [--device auto|cuda|cuda:N|cpu] [--use-lifecycle] [--input-transport raw|compressed]
         [--reliability best_effort|reliable] [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
-    python -m mtl_perception.ros.graph naive [--segmentation-checkpoint P] [--detection-checkpoint P] ...
-    python -m mtl_perception.ros.graph multitask_multicam [--cameras front,down] [--checkpoint PATH] ...
+    python -m mtl_perception.graphs.graph naive [--segmentation-checkpoint P] [--detection-checkpoint P] ...
+    python -m mtl_perception.graphs.graph multitask_multicam [--cameras front,down] [--checkpoint PATH] ...
 
 ``multitask_multicam`` is one multicam_node serving every camera of ``cameras`` (inputs
 ``<namespace>/<camera>/image``) with one network; its naive equivalent is one multitask
@@ -17,7 +17,7 @@ graph per camera (``multitask --namespace <camera>``).
 
 The process runs until interrupted (SIGINT/SIGTERM stops every node: SIGINT, then
 SIGTERM, then SIGKILL) or until a node exits, which stops the others.
-``--budget`` (:mod:`mtl_perception.ros.budget`) pins every node to one CPU set with the
+``--budget`` (:mod:`mtl_perception.graphs.budget`) pins every node to one CPU set with the
 same torch threads (``shared``, the default) or leaves each network its own share.
 
 Exit codes: 0 stopped by a signal; 1 a node exited while running; 2 bad arguments,
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtl_perception.bags.topics import DEFAULT_CAMERA_TOPIC
-from mtl_perception.ros.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned
+from mtl_perception.graphs.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned
 from mtl_perception.ros.paths import PACKAGE, resolve_package_path
 
 DEFAULT_PARAMS = "config/mtl_perception.yaml"
@@ -303,7 +303,7 @@ def start_graph(graph: str, params_file: str | os.PathLike = DEFAULT_PARAMS, nam
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mtl_perception.ros.graph",
+    parser = argparse.ArgumentParser(prog="python -m mtl_perception.graphs.graph",
                                      description="Start the multitask graph or the naive two-node baseline without launch.")
     parser.add_argument("graph", choices=sorted(GRAPHS))
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="parameter YAML (the launch files' default too)")

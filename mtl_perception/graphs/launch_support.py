@@ -1,8 +1,8 @@
-"""Launch descriptions built from :data:`mtl_perception.ros.graph.GRAPHS` (used by launch/*.launch.py).
+"""Launch descriptions built from :data:`mtl_perception.graphs.graph.GRAPHS` (used by launch/*.launch.py).
 
 The launch files stay thin: the YAML carries the parameters, ``GRAPHS`` the nodes, and
 the arguments only override what they name. The compute budget (``budget``,
-``graph_cpus``, ``cpu_threads``; :mod:`mtl_perception.ros.budget`) pins every node with
+``graph_cpus``, ``cpu_threads``; :mod:`mtl_perception.graphs.budget`) pins every node with
 a ``taskset -c`` prefix and sets the inference nodes' torch threads.
 """
 
@@ -21,8 +21,8 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 from mtl_perception.bags.topics import DEFAULT_CAMERA_TOPIC
-from mtl_perception.ros.budget import BUDGETS, DEFAULT_BUDGET, format_cpu_list, plan_budget
-from mtl_perception.ros.graph import GRAPHS, PACKAGE, node_overrides, write_overrides_file
+from mtl_perception.graphs.budget import BUDGETS, DEFAULT_BUDGET, format_cpu_list, plan_budget
+from mtl_perception.graphs.graph import GRAPHS, PACKAGE, node_overrides, write_overrides_file
 from mtl_perception.ros.paths import package_share_dir
 
 _CHECKPOINT_ARGUMENTS = {
