@@ -15,6 +15,7 @@ CLI: ``mtl-export CHECKPOINT --format onnx|torchscript|tensorrt --out PATH [--ch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -30,21 +31,30 @@ from .atomic import atomic_output
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from .models.nets import OUTPUT_KEYS
+from .engines.onnx_session import (META_BATCH, META_CLASS_NAMES, META_CONFIG, META_INPUT_SIZE, META_MODEL_NAME,
+                                   META_PRECISION, META_RESIZE, META_SEG_LOGITS)
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript", "tensorrt")
+DEFAULT_OPSET = 18
 
 
 class _TupleOutputs(nn.Module):
-    """Raw outputs as a tuple in :data:`OUTPUT_KEYS` order (exporters need fixed outputs)."""
+    """Raw outputs as a tuple in :data:`OUTPUT_KEYS` order (exporters need fixed outputs).
 
-    def __init__(self, model: nn.Module):
+    ``seg_output_size`` is what the Predictor's torch path asks of the network (the FCN's
+    score map for a stretched input, so the postprocess resizes once, straight to each
+    frame's size; None for a letterboxed one, at the input size).
+    """
+
+    def __init__(self, model: nn.Module, seg_output_size: tuple[int, int] | None = None):
         super().__init__()
         self.model = model
+        self.seg_output_size = seg_output_size
         self.keys = [k for k in OUTPUT_KEYS if _has_output(model, k)]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        outputs = self.model(images)
+        outputs = self.model(images, self.seg_output_size)
         return tuple(outputs[k] for k in self.keys)
 
 
@@ -53,37 +63,74 @@ def _has_output(model: nn.Module, key: str) -> bool:
 
 
 def _example(checkpoint: Checkpoint, input_size: tuple[int, int] | None) -> tuple[torch.Tensor, tuple[int, int]]:
-    size = tuple(input_size or checkpoint.config.input_size)
+    size = tuple(int(v) for v in (input_size or checkpoint.config.input_size))
     generator = torch.Generator().manual_seed(0)
     return torch.rand(1, 3, *size, generator=generator) * 255.0, size
 
 
+def seg_output_size(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int] | None:
+    """The segmentation logits' size the Predictor asks for: the score map of a stretched input,
+    None (the input size) for a letterboxed one or a network without segmentation."""
+    if not model.config.has_segmentation or model.config.resize != "stretch":
+        return None
+    return model.score_map_size(input_size)
+
+
 def export_onnx(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.PathLike,
-                input_size: tuple[int, int] | None = None, opset: int = 18) -> Path:
-    """Export to ONNX (input ``images``; outputs named as the head outputs)."""
+                input_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, dynamic_batch: bool = False,
+                metadata: dict[str, str] | None = None) -> Path:
+    """Export to ONNX (input ``images``; outputs named as the head outputs), written atomically.
+
+    Segmentation logits come as the Predictor's torch path computes them: at the FCN's score
+    resolution for a stretched input (``mtl_perception.seg_logits`` = ``score_map``; the
+    postprocess resizes them once to the frame), at the input size for a letterboxed one
+    (``input``). ``dynamic_batch`` exports a batch dimension of any size (``multicam_node``);
+    otherwise the batch is 1. ``metadata`` adds entries to the file's ``metadata_props``.
+    """
     import onnx
 
     checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    wrapper = _TupleOutputs(checkpoint.build_model()).eval()
     example, size = _example(checkpoint, input_size)
+    model = checkpoint.build_model()
+    wrapper = _TupleOutputs(model, seg_output_size(model, size)).eval()
+    dynamic = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None
     with atomic_output(out_path) as tmp:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet():
             torch.onnx.export(wrapper, (example,), str(tmp), input_names=["images"], output_names=wrapper.keys,
-                              opset_version=opset, dynamo=True, external_data=False, verbose=False)
+                              opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes=dynamic)
         proto = onnx.load(str(tmp))
         meta = {
-            "mtl_perception.model_config": json.dumps(checkpoint.config.to_dict()),
-            "mtl_perception.class_names": json.dumps(checkpoint.class_names),
-            "mtl_perception.input_size": json.dumps(list(size)),
-            "mtl_perception.resize": checkpoint.config.resize,
-            "mtl_perception.model_name": checkpoint.model_name,
+            META_CONFIG: json.dumps(checkpoint.config.to_dict()),
+            META_CLASS_NAMES: json.dumps(checkpoint.class_names),
+            META_INPUT_SIZE: json.dumps(list(size)),
+            META_RESIZE: checkpoint.config.resize,
+            META_MODEL_NAME: checkpoint.model_name,
+            META_SEG_LOGITS: "score_map" if wrapper.seg_output_size else "input",
+            META_PRECISION: "fp32",
+            META_BATCH: "dynamic" if dynamic_batch else "1",
+            **(metadata or {}),
         }
-        for key, value in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        set_metadata(proto, meta)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
     return Path(out_path)
+
+
+def set_metadata(proto, entries: dict[str, str]) -> None:
+    """Set (replace) ``metadata_props`` entries of an ONNX model proto."""
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *entries.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """torch.onnx's dynamo exporter prints its progress to stdout: keep a node's log and a CLI's output clean."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def export_torchscript(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.PathLike,
@@ -133,7 +180,8 @@ def check_onnx_parity(checkpoint: Checkpoint | str | os.PathLike, onnx_path: str
                       image: np.ndarray | None = None) -> dict[str, float]:
     """Run one image through the Predictor with the torch and onnxruntime backends.
 
-    Returns the max absolute difference of each raw output and of the decoded boxes.
+    Returns the max absolute difference of each raw output and of the decoded boxes, and the
+    fraction of mask pixels that differ.
     """
     from .predictor import Predictor
 
@@ -144,7 +192,7 @@ def check_onnx_parity(checkpoint: Checkpoint | str | os.PathLike, onnx_path: str
     exported = Predictor(checkpoint, device="cpu", warmup=0, backend="onnxruntime", onnx_path=onnx_path)
     batch = reference.preprocess(image)
     with torch.inference_mode():
-        ref_out = reference.model(batch)  # the exported network: raw outputs at the input size
+        ref_out = reference.forward(batch)
         onnx_out = exported.forward(batch)
     diffs = {k: float((ref_out[k] - onnx_out[k]).abs().max()) for k in ref_out}
     ref_pred, onnx_pred = reference.predict(image), exported.predict(image)

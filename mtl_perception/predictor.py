@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -25,16 +26,17 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, load_checkpoint
+from .engines.backends import BACKENDS, EngineError, resolve_backend
+from .engines.onnx_session import META_INPUT_SIZE, META_PRECISION, EngineInfo, OnnxSession, onnx_checkpoint, read_metadata
 from .letterbox import ResizeGeometry, pad_value, resize_geometry, resize_to_input
-from .models.nets import BBOX_REGRESSION, CLS_LOGITS, OUTPUT_KEYS, SEG_LOGITS, PerceptionNet
+from .models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS, PerceptionNet, build_model
 from .postprocess import DetectionParams, colorize_masks, decode_detections, segmentation_masks
 from .visualization import segmentation_palette
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "cpu")  # and "cuda:N", a CUDA device by index
-PRECISIONS = ("fp32", "fp16", "bf16")
-BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # int8: onnxruntime on the CPU (mtl_perception.engines)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -93,7 +95,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """fp16 has no fast CPU path: it falls back to fp32 there with a warning; bf16 runs on both."""
+    """fp16 has no fast CPU path: it falls back to fp32 there with a warning; bf16 runs on both;
+    int8 is checked against the engine (:func:`~mtl_perception.engines.backends.resolve_backend`)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if device.type == "cpu" and precision == "fp16":
@@ -127,27 +130,46 @@ class _CapturedGraph:
 
 
 class Predictor:
-    """Runs a checkpoint on images, one at a time or as a batch.
+    """Runs a checkpoint on images, one at a time or as a batch, with one of two engines.
 
     Args:
-        checkpoint: path or loaded :class:`Checkpoint`.
+        checkpoint: path of a ``.pt`` checkpoint or of a ``.onnx`` export (its metadata carries
+            the config and class names), or a loaded :class:`Checkpoint`.
         device: ``auto`` | ``cuda`` | ``cuda:N`` | ``cpu``.
-        precision: ``fp32`` | ``fp16`` | ``bf16`` (autocast; fp16 falls back to fp32 on CPU).
-        input_size: (H, W) the image is fitted to; default the checkpoint's. How it is fitted
-            (``stretch`` or ``letterbox``) is the checkpoint's ``resize``, what it was trained with.
+        precision: ``fp32`` | ``fp16`` | ``bf16`` (torch autocast; fp16 falls back to fp32 on
+            CPU) | ``int8`` (onnxruntime on the CPU: an int8 ``.onnx`` checkpoint, or a ``.pt``
+            one with ``calibration``).
+        input_size: (H, W) the image is fitted to; default the checkpoint's (a ``.onnx`` file's
+            is the size it was exported at). How it is fitted (``stretch`` or ``letterbox``) is
+            the checkpoint's ``resize``, what it was trained with.
         detection: postprocess settings (score threshold, NMS IoU, max detections, allow-list).
         channels_last: NHWC memory format on CUDA (faster convolutions with tensor cores).
         cuda_graph: run the network as CUDA graphs, one captured per batch size in use (the
             first use of a batch size captures it; batch 1 at construction). CUDA only.
         warmup: forward passes run at construction (cuDNN autotuning, allocator, graph capture).
-        backend: ``torch``, or ``onnxruntime`` with ``onnx_path`` (an export of this checkpoint).
+        backend: ``torch``, ``onnxruntime`` or ``auto`` (:func:`~mtl_perception.engines.backends.resolve_backend`:
+            onnxruntime on the CPU). onnxruntime runs a ``.onnx`` checkpoint, ``onnx_path``, or
+            the export of a ``.pt`` checkpoint from the engine cache (exported on first use).
+        onnx_path: an export of this checkpoint to run with onnxruntime (instead of the cache's).
         compile: run the network through ``torch.compile`` (torch backend); compiled at
             construction, the time it took in :attr:`compile_s`.
         compile_mode: the ``torch.compile`` mode; default :func:`resolve_compile_mode`'s choice.
         model: run this in-memory network (used as is, not copied) instead of building one
             from the checkpoint's weights; the checkpoint then only describes it (see :meth:`from_model`).
+        threads: onnxruntime intra-op threads; default torch's thread count in this process
+            (a node sets it from ``cpu_threads``), so both engines get the same budget.
+        engine_cache_dir: the engine cache (default :func:`~mtl_perception.engines.onnx_cache.default_cache_dir`).
+        calibration: int8 from a ``.pt`` checkpoint: a rosbag or image folder, or a
+            :class:`~mtl_perception.engines.calibration.CalibrationSet`.
+        calibration_frames: frames taken from ``calibration``, spread evenly over it.
+        dynamic_batch: onnxruntime: export with a dynamic batch, so :meth:`predict_batch` runs
+            one pass (otherwise a batch runs frame by frame through a batch-1 export).
 
     Attributes:
+        backend: the engine that runs (``torch`` or ``onnxruntime``), after ``auto``.
+        engine: :class:`~mtl_perception.engines.onnx_session.EngineInfo`: engine, execution
+            provider, precision and model file, for every report.
+        engine_cache: the engine cache entry used (``built`` says whether this call exported it), or None.
         compile_s: seconds the compilation took (0 without ``compile``).
         warmup_s: seconds the ``warmup`` passes took after compiling (graph capture included).
     """
@@ -167,8 +189,21 @@ class Predictor:
         compile: bool = False,
         compile_mode: str | None = None,
         model: PerceptionNet | None = None,
+        threads: int | None = None,
+        engine_cache_dir: str | os.PathLike | None = None,
+        calibration=None,
+        calibration_frames: int | None = None,
+        dynamic_batch: bool = False,
     ):
-        self.checkpoint = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+        onnx_file = None
+        if isinstance(checkpoint, Checkpoint):
+            self.checkpoint = checkpoint
+        elif str(checkpoint).endswith(".onnx"):
+            self.checkpoint = onnx_checkpoint(checkpoint)
+            onnx_file = Path(checkpoint)
+        else:
+            self.checkpoint = load_checkpoint(checkpoint)
+        onnx_file = Path(onnx_path) if onnx_path is not None else onnx_file
         self.config = self.checkpoint.config
         self.class_names = self.checkpoint.class_names
         self.device = resolve_device(device)
@@ -176,38 +211,52 @@ class Predictor:
         self.input_size = tuple(int(v) for v in (input_size or self.config.input_size))
         if len(self.input_size) != 2 or min(self.input_size) < 32:
             raise ValueError(f"input_size must be (H, W) with both >= 32, got {self.input_size}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if (cuda_graph or compile) and backend != "torch":
-            raise ValueError("cuda_graph and compile need the torch backend")
+        torch_only = ("an in-memory network" if model is not None else "cuda_graph" if cuda_graph
+                      else "compile" if compile else None)
+        self.backend = resolve_backend(backend, self.device.type, self.precision, torch_only=torch_only,
+                                       onnx_file=onnx_file is not None)
         if cuda_graph and self.device.type != "cuda":
             raise ValueError("cuda_graph needs device cuda")
-        self.backend = backend
         self.resize = self.config.resize
         self.pad_fill = pad_value(self.config.mean)
         self.detection_params = detection or DetectionParams()
         if self.config.has_detection:
             self.detection_params.validate(self.config.num_det_classes)
-        if model is None:
-            model = self.checkpoint.build_model()
-            # The model now owns the weights: keep the checkpoint's description, not a second copy.
+        self._session: OnnxSession | None = None
+        self.engine_cache = None
+        if self.backend == "onnxruntime":
+            # The network runs in onnxruntime: no torch weights are kept, only a weightless
+            # description of the network (anchors, score-map size, parameter count).
+            with torch.device("meta"):
+                shell = build_model(self.config)
+            self._session = self._onnx_engine(onnx_file, threads, engine_cache_dir, calibration, calibration_frames,
+                                              dynamic_batch)
             self.checkpoint = dataclasses.replace(self.checkpoint, state_dict={})
-        elif model.config != self.config:
-            raise ValueError("the model's config differs from the checkpoint's")
-        self.model = model.to(self.device)
-        self.channels_last = channels_last and self.device.type == "cuda"
+            self.model = None
+            self.engine = EngineInfo("onnxruntime", self._session.execution_provider, self.precision,
+                                     str(self._session.path))
+        else:
+            if model is None:
+                model = self.checkpoint.build_model()
+                # The model now owns the weights: keep the checkpoint's description, not a second copy.
+                self.checkpoint = dataclasses.replace(self.checkpoint, state_dict={})
+            elif model.config != self.config:
+                raise ValueError("the model's config differs from the checkpoint's")
+            shell = self.model = model.to(self.device)
+            self.engine = EngineInfo("torch", str(self.device), self.precision)
+        self._parameter_count = int(sum(t.numel() for t in shell.parameters()))
+        self.channels_last = channels_last and self.device.type == "cuda" and self.model is not None
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.anchors = self.model.anchors(self.input_size, self.device) if self.config.has_detection else None
-        self.box_coder = self.model.box_coder
+        self.anchors = shell.anchors(self.input_size, self.device) if self.config.has_detection else None
+        self.box_coder = shell.box_coder
         self._palette = (torch.from_numpy(segmentation_palette(256)).to(self.device)
                          if self.config.has_segmentation else None)
         self._pad_fill = torch.tensor(self.pad_fill, dtype=torch.float32, device=self.device)
         # Stretched input: the FCN scores come unresampled and the postprocess resizes them once,
         # straight to each frame's size. Letterboxed: at the input size, to crop the padding.
-        self._seg_output_size = (self.model.score_map_size(self.input_size)
+        self._seg_output_size = (shell.score_map_size(self.input_size)
                                  if self.config.has_segmentation and self.resize == "stretch" else None)
-        self._session = _onnx_session(onnx_path, self.device) if backend == "onnxruntime" else None
         self.cuda_graph = cuda_graph
         self._graphs: dict[int, _CapturedGraph] = {}
         self._graph_pool = None
@@ -230,6 +279,33 @@ class Predictor:
             self.predict(dummy)
         self.warmup_s = time.perf_counter() - start
 
+    def _onnx_engine(self, onnx_file: Path | None, threads: int | None, cache_dir, calibration,
+                     calibration_frames: int | None, dynamic_batch: bool) -> OnnxSession:
+        """The onnxruntime session: of ``onnx_file``, else of the engine cache's export of the checkpoint."""
+        from .engines import onnx_cache
+
+        if onnx_file is not None:
+            if not onnx_file.is_file():
+                raise FileNotFoundError(f"onnxruntime backend: model file {onnx_file} not found")
+            meta = read_metadata(onnx_file)
+            exported = tuple(json.loads(meta[META_INPUT_SIZE])) if META_INPUT_SIZE in meta else None
+            if exported is not None and self.input_size != exported:
+                raise ValueError(f"{onnx_file} was exported at input size {exported[0]}x{exported[1]}, not "
+                                 f"{self.input_size[0]}x{self.input_size[1]}: give the .pt checkpoint for other sizes")
+            file_precision = meta.get(META_PRECISION, "fp32")
+            if file_precision != self.precision:
+                raise EngineError(f"{onnx_file} is an {file_precision} model but precision is {self.precision!r}: "
+                                  f"set precision {file_precision}")
+        elif self.precision == "int8":
+            self.engine_cache = onnx_cache.cached_int8(self.checkpoint, self.input_size,
+                                                       _calibration(calibration, calibration_frames), cache_dir,
+                                                       dynamic_batch)
+            onnx_file = self.engine_cache.path
+        else:
+            self.engine_cache = onnx_cache.cached_onnx(self.checkpoint, self.input_size, cache_dir, dynamic_batch)
+            onnx_file = self.engine_cache.path
+        return OnnxSession(onnx_file, self.device.type, torch.get_num_threads() if threads is None else threads)
+
     @classmethod
     def from_model(cls, model: PerceptionNet, class_names: dict[str, list[str]], **kwargs) -> "Predictor":
         """A predictor over an in-memory network (training validation), used as is, not copied.
@@ -249,6 +325,16 @@ class Predictor:
     @property
     def model_name(self) -> str:
         return self.checkpoint.model_name
+
+    @property
+    def parameter_count(self) -> int:
+        """Parameters of the network (whichever engine runs it)."""
+        return self._parameter_count
+
+    @property
+    def onnx_session(self) -> OnnxSession | None:
+        """The onnxruntime session (None with the torch backend)."""
+        return self._session
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -300,14 +386,14 @@ class Predictor:
 
         Segmentation logits of a stretched input come at the FCN's score resolution
         (:meth:`PerceptionNet.score_map_size`; the postprocess resizes them once to each
-        frame's size); of a letterboxed input, and from exported backends, at the input size
-        (the postprocess crops the padding and resizes). Outputs of a CUDA graph are valid
-        until the next call.
+        frame's size); of a letterboxed input at the input size (the postprocess crops the
+        padding and resizes). Both engines return the same outputs (this project's exports
+        keep the torch path's convention; ``mtl_perception.seg_logits`` in the file says which).
+        Outputs of a CUDA graph are valid until the next call.
         """
         if self._session is not None:
-            names = [o.name for o in self._session.get_outputs()]
-            values = self._session.run(None, {self._session.get_inputs()[0].name: batch.cpu().numpy()})
-            return {name: torch.from_numpy(value).to(self.device) for name, value in zip(names, values)}
+            values = self._session.run(batch.cpu().numpy())
+            return {name: torch.from_numpy(value).to(self.device) for name, value in values.items()}
         if self.cuda_graph:
             captured = self._graphs.get(batch.shape[0]) or self._capture_graph(batch.shape[0])
             captured.inputs.copy_(batch)
@@ -464,16 +550,13 @@ def _check_image(image: np.ndarray | torch.Tensor) -> None:
         raise ValueError(f"image is empty: shape {shape}")
 
 
-def _onnx_session(path: str | os.PathLike | None, device: torch.device):
-    if path is None or not Path(path).is_file():
-        raise FileNotFoundError(f"onnxruntime backend needs an exported model file, got {path!r}")
-    import onnxruntime
+def _calibration(source, frames: int | None):
+    """A CalibrationSet from what ``Predictor(calibration=...)`` was given."""
+    from .engines.calibration import DEFAULT_CALIBRATION_FRAMES, CalibrationSet, calibration_set
 
-    providers = ["CPUExecutionProvider"]
-    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    session = onnxruntime.InferenceSession(str(path), providers=providers)
-    names = [o.name for o in session.get_outputs()]
-    if not set(names) <= set(OUTPUT_KEYS):
-        raise ValueError(f"{path}: outputs {names} are not mtl_perception head outputs {OUTPUT_KEYS}")
-    return session
+    if isinstance(source, CalibrationSet):
+        return source
+    if not source:
+        raise EngineError("precision 'int8' from a .pt checkpoint needs calibration frames (a rosbag or an image "
+                          "folder: calibration), or give an int8 .onnx checkpoint made by mtl-export --int8")
+    return calibration_set(source, frames or DEFAULT_CALIBRATION_FRAMES)

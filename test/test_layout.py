@@ -78,7 +78,7 @@ def test_launch_is_imported_by_launch_support_only():
 # Each folder may import only folders of a lower rank (and the top-level modules): data and
 # models at the bottom, the harness at the top. A top-level module (predictor, bench, ...) may
 # import any core folder up to evaluation, never training or the ROS folders.
-RANKS = {"data": 0, "models": 0, "metrics": 1, "bags": 1, "evaluation": 2, "training": 3,
+RANKS = {"data": 0, "models": 0, "metrics": 1, "bags": 1, "evaluation": 2, "engines": 2, "training": 3,
          "ros": 4, "graphs": 5, "replay": 6}
 TOP_LEVEL_RANK = 2
 
