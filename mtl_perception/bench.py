@@ -142,7 +142,7 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
             "setup_s": setup_s,
             "compile_s": sum(getattr(p, "compile_s", 0.0) for p in predictors),
             "warmup_s": sum(getattr(p, "warmup_s", 0.0) for p in predictors),
-            "parameters": int(sum(sum(t.numel() for t in p.model.parameters()) for p in predictors)),
+            "parameters": int(sum(p.parameter_count for p in predictors)),
             "checkpoint_mb": sum(Path(p).stat().st_size for p in checkpoints) / 2**20,
         }
         if use_cuda:

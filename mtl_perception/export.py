@@ -1,6 +1,6 @@
 """Export a checkpoint's network to TorchScript, ONNX or a TensorRT engine.
 
-Exported models take the Predictor's preprocessed batch (float [1, 3, H, W] RGB in
+Exported models take the Predictor's preprocessed batch (float [B, 3, H, W] RGB in
 [0, 255] at the input size, fitted as the checkpoint's ``resize`` says: ``stretch``, or
 ``letterbox`` with the mean-pixel padding of :mod:`mtl_perception.letterbox`) and return the
 raw head outputs under the names in :data:`mtl_perception.models.OUTPUT_KEYS`; consumers
@@ -9,7 +9,13 @@ postprocess them with :mod:`mtl_perception.postprocess`, the same path as the Pr
 config (``resize`` included, also as ``mtl_perception.resize``) and class names as
 metadata, so they are self-describing.
 
-CLI: ``mtl-export CHECKPOINT --format onnx|torchscript|tensorrt --out PATH [--check]``.
+ONNX files carry ``mtl_perception.precision`` (``fp32`` or ``int8``) and ``mtl_perception.batch``
+(``1`` or ``dynamic``); int8 files also ``mtl_perception.calibration`` (source, frames and the
+agreement with fp32 measured on them; :mod:`mtl_perception.engines.quantize`). Any of them can be
+given as a node's or the Predictor's ``checkpoint``.
+
+CLI: ``mtl-export CHECKPOINT --format onnx|torchscript|tensorrt --out PATH [--check] [--dynamic-batch]``
+and ``mtl-export CHECKPOINT --format onnx --int8 --calibration BAG_OR_IMAGE_FOLDER [--calibration-frames N] --out PATH``.
 """
 
 from __future__ import annotations
@@ -205,6 +211,18 @@ def check_onnx_parity(checkpoint: Checkpoint | str | os.PathLike, onnx_path: str
     return diffs
 
 
+def export_int8(checkpoint: Checkpoint | str | os.PathLike, out_path: str | os.PathLike, calibration,
+                input_size: tuple[int, int] | None = None, dynamic_batch: bool = False) -> dict:
+    """Export to ONNX and quantize to int8 on ``calibration`` (a
+    :class:`~mtl_perception.engines.calibration.CalibrationSet`); returns the calibration report
+    (also in the file's metadata, see :mod:`mtl_perception.engines.quantize`)."""
+    from .engines.quantize import quantize_int8
+
+    with tempfile.TemporaryDirectory(prefix="mtl_export_") as tmp:
+        fp32 = export_onnx(checkpoint, Path(tmp) / "fp32.onnx", input_size, dynamic_batch=dynamic_batch)
+        return quantize_int8(fp32, out_path, calibration)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mtl-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="model checkpoint (.pt)")
@@ -213,15 +231,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="default: the checkpoint's")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp16", help="TensorRT only")
     parser.add_argument("--check", action="store_true", help="ONNX: compare against PyTorch through onnxruntime")
+    parser.add_argument("--dynamic-batch", action="store_true", help="ONNX: a batch of any size (multicam_node)")
+    parser.add_argument("--int8", action="store_true",
+                        help="ONNX: int8 static QDQ quantization (onnxruntime, CPU), calibrated on --calibration")
+    parser.add_argument("--calibration", metavar="BAG_OR_IMAGE_FOLDER",
+                        help="--int8: a rosbag (folder, .mcap, .db3) or a folder of images from the camera")
+    parser.add_argument("--calibration-frames", type=int, default=None, metavar="N",
+                        help="--int8: frames spread evenly over the calibration source (default 32)")
+    parser.add_argument("--camera-topic", help="--int8 from a bag: its camera topic (default: the bag's)")
     args = parser.parse_args(argv)
+    if args.int8 and args.format != "onnx":
+        parser.error("--int8 needs --format onnx")
+    if args.int8 and not args.calibration:
+        parser.error("--int8 needs --calibration BAG_OR_IMAGE_FOLDER (frames from the camera the model will see)")
+    if (args.calibration or args.calibration_frames) and not args.int8:
+        parser.error("--calibration and --calibration-frames go with --int8")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         checkpoint = load_checkpoint(args.checkpoint)
         size = tuple(args.input_size) if args.input_size else None
         if args.format == "torchscript":
             path = export_torchscript(checkpoint, args.out, size)
+        elif args.format == "onnx" and args.int8:
+            from .engines.calibration import DEFAULT_CALIBRATION_FRAMES, calibration_set
+            from .engines.quantize import format_report
+
+            calibration = calibration_set(args.calibration, args.calibration_frames or DEFAULT_CALIBRATION_FRAMES,
+                                          args.camera_topic)
+            report = export_int8(checkpoint, args.out, calibration, size, args.dynamic_batch)
+            path = Path(args.out)
+            print(format_report(report))
         elif args.format == "onnx":
-            path = export_onnx(checkpoint, args.out, size)
+            path = export_onnx(checkpoint, args.out, size, dynamic_batch=args.dynamic_batch)
             if args.check:
                 print(json.dumps(check_onnx_parity(checkpoint, path), indent=2))
         else:

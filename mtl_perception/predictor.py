@@ -148,8 +148,10 @@ class Predictor:
             first use of a batch size captures it; batch 1 at construction). CUDA only.
         warmup: forward passes run at construction (cuDNN autotuning, allocator, graph capture).
         backend: ``torch``, ``onnxruntime`` or ``auto`` (:func:`~mtl_perception.engines.backends.resolve_backend`:
-            onnxruntime on the CPU). onnxruntime runs a ``.onnx`` checkpoint, ``onnx_path``, or
-            the export of a ``.pt`` checkpoint from the engine cache (exported on first use).
+            onnxruntime on the CPU; the nodes' default). onnxruntime runs a ``.onnx`` checkpoint,
+            ``onnx_path``, or the export of a ``.pt`` checkpoint from the engine cache (exported
+            on first use). None (this class's default): onnxruntime for a ``.onnx`` checkpoint or
+            ``onnx_path``, else torch.
         onnx_path: an export of this checkpoint to run with onnxruntime (instead of the cache's).
         compile: run the network through ``torch.compile`` (torch backend); compiled at
             construction, the time it took in :attr:`compile_s`.
@@ -184,7 +186,7 @@ class Predictor:
         channels_last: bool = True,
         cuda_graph: bool = False,
         warmup: int = 1,
-        backend: str = "torch",
+        backend: str | None = None,
         onnx_path: str | os.PathLike | None = None,
         compile: bool = False,
         compile_mode: str | None = None,
@@ -213,6 +215,8 @@ class Predictor:
             raise ValueError(f"input_size must be (H, W) with both >= 32, got {self.input_size}")
         torch_only = ("an in-memory network" if model is not None else "cuda_graph" if cuda_graph
                       else "compile" if compile else None)
+        if backend is None:
+            backend = "onnxruntime" if onnx_file is not None else "torch"
         self.backend = resolve_backend(backend, self.device.type, self.precision, torch_only=torch_only,
                                        onnx_file=onnx_file is not None)
         if cuda_graph and self.device.type != "cuda":

@@ -1,7 +1,8 @@
 """Session setup for every test, and the ROS fixtures.
 
 At import (before anything imports rclpy) this gives the session its own
-ROS_DOMAIN_ID (random in 100-199; set MTL_TEST_ROS_DOMAIN_ID to choose),
+ROS_DOMAIN_ID (random in 100-199; set MTL_TEST_ROS_DOMAIN_ID to choose), its own
+engine cache (MTL_ENGINE_CACHE_DIR, a temporary folder removed at the end),
 localhost-only discovery and Fast DDS' LARGE_DATA transport, and makes
 ``mtl_perception`` resolve to the colcon install in .ws/install. New source
 files reach that symlink install only by a build, so when some are missing
@@ -24,7 +25,9 @@ ros_harness.require_launch() does the same inside a test).
 
 import os
 import random
+import shutil
 import sys
+import tempfile
 import uuid
 
 import pytest
@@ -33,6 +36,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import ros_harness  # noqa: E402
 
 TEST_DOMAIN_ID = int(os.environ.get("MTL_TEST_ROS_DOMAIN_ID", random.randint(100, 199)))
+# The engine cache (ONNX exports) of this session's processes and nodes: its own, never the user's.
+ENGINE_CACHE_DIR = tempfile.mkdtemp(prefix="mtl_engine_cache_")
+os.environ["MTL_ENGINE_CACHE_DIR"] = ENGINE_CACHE_DIR
 ros_harness.set_test_ros_environment(TEST_DOMAIN_ID)
 if ros_harness.workspace_is_built():
     _new_files = ros_harness.stale_workspace_files()
@@ -53,6 +59,10 @@ def pytest_configure(config):
             raise pytest.UsageError(
                 "these files are not in the colcon install .ws/install yet: "
                 f"{', '.join(missing)}. Run 'make build'.")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(ENGINE_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_report_header(config):

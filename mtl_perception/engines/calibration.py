@@ -1,7 +1,7 @@
 """Calibration frames for int8: real camera frames from a rosbag or an image folder.
 
 Frames are read with the project's own readers (:class:`~mtl_perception.bags.reader.BagReader`
-for a bag, :func:`~mtl_perception.data.image_files.read_rgb_image` for a folder), ``count``
+for a bag, :class:`~mtl_perception.bags.sources.ImageFolderSource` for a folder), ``count``
 of them spread evenly over the source, and kept as the uint8 RGB frames the camera gave: the
 quantizer preprocesses them with the Predictor itself. The digest covers the chosen frames'
 pixels, so an engine cache entry changes when the calibration data does.
@@ -18,7 +18,6 @@ from typing import Iterable
 import numpy as np
 
 DEFAULT_CALIBRATION_FRAMES = 32
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class CalibrationError(ValueError):
@@ -84,19 +83,17 @@ def _is_bag(path: Path) -> bool:
 
 
 def _folder_set(folder: Path, count: int) -> CalibrationSet:
-    from ..data.errors import CorruptImageError
-    from ..data.image_files import read_rgb_image
+    from ..bags.errors import BagError
+    from ..bags.sources import ImageFolderSource
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise CalibrationError(f"calibration folder {folder} holds no image ({', '.join(IMAGE_SUFFIXES)})")
-    frames = []
-    for index in spread(len(files), count):
-        try:
-            frames.append(np.ascontiguousarray(read_rgb_image(files[index]).permute(1, 2, 0).numpy()))
-        except CorruptImageError as exc:
-            raise CalibrationError(f"calibration image {files[index]}: {exc}") from exc
-    return CalibrationSet(tuple(frames), f"image folder {folder}", len(files))
+    try:
+        source = ImageFolderSource(folder)
+        total = len(source)
+        source.files = [source.files[index] for index in spread(total, count)]  # decode only those
+        frames = [frame.image for frame in source]
+    except BagError as exc:
+        raise CalibrationError(f"calibration: {exc}") from exc
+    return CalibrationSet(tuple(frames), source.description, total)
 
 
 def _bag_set(path: Path, count: int, camera_topic: str | None) -> CalibrationSet:
@@ -115,3 +112,14 @@ def _bag_set(path: Path, count: int, camera_topic: str | None) -> CalibrationSet
     if not frames:
         raise CalibrationError(f"calibration bag {path} holds no camera frame")
     return CalibrationSet(tuple(frames), f"rosbag {path} ({topic})", total)
+
+
+def aerial_training_set(count: int = DEFAULT_CALIBRATION_FRAMES) -> CalibrationSet:
+    """The demo models' training tiles (:func:`~mtl_perception.data.aerial_sample_splits`: the
+    deepforest and solaris ``train`` tiles), never the held-out tiles the demo and bench score."""
+    from ..data.aerial import aerial_sample_splits
+
+    splits = aerial_sample_splits()
+    frames = [np.ascontiguousarray(dataset[index][0].permute(1, 2, 0).numpy())
+              for dataset in (splits.det_train, splits.seg_train) for index in range(len(dataset))]
+    return frames_set(frames, "the demo models' training tiles (deepforest and solaris train splits)", count)
