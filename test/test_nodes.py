@@ -342,7 +342,7 @@ def test_graph_cli_exits_1_when_a_node_fails(tmp_path):
 # -- the node's outputs are Predictor's -------------------------------------------------------------
 
 EXACT_SIZE = (96, 128)  # input-size override (the checkpoint's is 64x80)
-EXACT_PARAMS = ("device:=cpu", "cpu_threads:=1", "score_threshold:=0.05", "class_id_format:=index",
+EXACT_PARAMS = ("device:=cpu", "backend:=torch", "cpu_threads:=1", "score_threshold:=0.05", "class_id_format:=index",
                 f"input_height:={EXACT_SIZE[0]}", f"input_width:={EXACT_SIZE[1]}", "publish_overlay:=false",
                 "reliability:=reliable", "diagnostics_slow_ms:=0.0")
 

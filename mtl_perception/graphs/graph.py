@@ -6,7 +6,8 @@ parameter YAML (``config/mtl_perception.yaml``), so there is one source of truth
 
     python -m mtl_perception.graphs.graph multitask [--params config/mtl_perception.yaml]
         [--namespace NS] [--camera-topic /camera/image_raw] [--checkpoint PATH]
-        [--device auto|cuda|cuda:N|cpu] [--use-lifecycle] [--input-transport raw|compressed]
+        [--device auto|cuda|cuda:N|cpu] [--backend auto|torch|onnxruntime] [--precision fp32|int8|...]
+        [--engine-cache-dir DIR] [--use-lifecycle] [--input-transport raw|compressed]
         [--reliability best_effort|reliable] [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
     python -m mtl_perception.graphs.graph naive [--segmentation-checkpoint P] [--detection-checkpoint P] ...
     python -m mtl_perception.graphs.graph multitask_multicam [--cameras front,down] [--checkpoint PATH] ...
@@ -38,13 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtl_perception.bags.topics import DEFAULT_CAMERA_TOPIC
+from mtl_perception.engines.backends import BACKENDS, PRECISIONS
 from mtl_perception.graphs.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned
 from mtl_perception.ros.paths import PACKAGE, resolve_package_path
 
 DEFAULT_PARAMS = "config/mtl_perception.yaml"
 # Graph arguments that map to the same-named parameter of every inference node.
 _CAMERA_ARGUMENTS = ("input_transport", "reliability")
-_INFERENCE_ARGUMENTS = ("device", "cpu_threads", *_CAMERA_ARGUMENTS)
+_INFERENCE_ARGUMENTS = ("device", "backend", "precision", "engine_cache_dir", "cpu_threads", *_CAMERA_ARGUMENTS)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,20 @@ GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
 }
 
 
+ENGINE_ARGUMENTS = ("backend", "precision", "engine_cache_dir")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--precision``, ``--engine-cache-dir`` (graph, replay, compare CLIs): the nodes' engine."""
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="inference engine of every node: auto (onnxruntime on the CPU) | torch | onnxruntime "
+                             "(default: the YAML's)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="fp32 | fp16 | bf16 (torch) | int8 (onnxruntime on the CPU: int8 .onnx checkpoints) "
+                             "(default: the YAML's)")
+    parser.add_argument("--engine-cache-dir", help="where .pt checkpoints' ONNX exports are cached (default: the YAML's)")
+
+
 def camera_list(value: str | list[str] | tuple[str, ...]) -> list[str]:
     """``'front, down'`` or ``['front', 'down']`` -> ``['front', 'down']`` (the ``cameras`` parameter)."""
     names = value.split(",") if isinstance(value, str) else list(value)
@@ -77,7 +93,9 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
     """Parameter overrides per node from graph arguments; empty/None arguments leave the YAML's value.
 
     Arguments: ``checkpoint`` (multitask, multitask_multicam), ``cameras`` (multitask_multicam: a
-    list or comma-separated names), ``segmentation_checkpoint``, ``detection_checkpoint`` (naive), ``device``, ``cpu_threads``, ``input_transport``, ``reliability``, ``use_lifecycle``.
+    list or comma-separated names), ``segmentation_checkpoint``, ``detection_checkpoint`` (naive), ``device``,
+    ``backend``, ``precision``, ``engine_cache_dir``, ``cpu_threads``, ``input_transport``, ``reliability``,
+    ``use_lifecycle``.
     ``reliability`` and ``input_transport`` also reach overlay_node's camera subscription.
     """
     if graph not in GRAPHS:
@@ -315,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segmentation-checkpoint", help="naive graph: segmentation checkpoint")
     parser.add_argument("--detection-checkpoint", help="naive graph: detection checkpoint")
     parser.add_argument("--device", type=check_device, help="auto | cpu | cuda | cuda:N (default: the YAML's)")
+    add_engine_arguments(parser)
     parser.add_argument("--input-transport", choices=("raw", "compressed"),
                         help="raw: subscribe to the camera topic; compressed: to <camera topic>/compressed")
     parser.add_argument("--reliability", choices=("best_effort", "reliable"), help="camera QoS (default: the YAML's)")
@@ -324,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     add_budget_arguments(parser)
     args = parser.parse_args(argv)
     arguments = {k: getattr(args, k) for k in ("checkpoint", "cameras", "segmentation_checkpoint", "detection_checkpoint",
-                                               "input_transport", "reliability", "use_lifecycle")}
+                                               "input_transport", "reliability", "use_lifecycle", *ENGINE_ARGUMENTS)}
     stop_requested = []  # before any node starts: a signal at any moment stops the graph and cleans up
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop_requested.append(True))

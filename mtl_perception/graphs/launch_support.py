@@ -21,6 +21,7 @@ from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 from mtl_perception.bags.topics import DEFAULT_CAMERA_TOPIC
+from mtl_perception.engines.backends import BACKENDS, PRECISIONS
 from mtl_perception.graphs.budget import BUDGETS, DEFAULT_BUDGET, format_cpu_list, plan_budget
 from mtl_perception.graphs.graph import GRAPHS, PACKAGE, node_overrides, write_overrides_file
 from mtl_perception.ros.paths import package_share_dir
@@ -74,7 +75,7 @@ def _graph_nodes(context, graph: str):
                          _positive_int("cpu_threads", get("cpu_threads")))
     arguments = {name: get(name) for name, _ in _CHECKPOINT_ARGUMENTS[graph]}
     arguments.update(budget.node_arguments())
-    arguments.update({name: get(name) for name in ("input_transport", "reliability")})
+    arguments.update({name: get(name) for name in ("input_transport", "reliability", "backend", "precision")})
     use_lifecycle = _boolean("use_lifecycle", get("use_lifecycle"))
     arguments["use_lifecycle"] = use_lifecycle
     overrides = node_overrides(graph, arguments)
@@ -106,7 +107,7 @@ def _graph_nodes(context, graph: str):
 
 
 def graph_launch_description(graph: str) -> LaunchDescription:
-    """Arguments: camera_topic, checkpoint(s), device, params_file, namespace, use_lifecycle, use_rviz,
+    """Arguments: camera_topic, checkpoint(s), device, backend, precision, params_file, namespace, use_lifecycle, use_rviz,
     input_transport, reliability, budget, graph_cpus, cpu_threads."""
     declared = [
         DeclareLaunchArgument("camera_topic", default_value="" if _per_camera_inputs(graph) else DEFAULT_CAMERA_TOPIC,
@@ -114,6 +115,11 @@ def graph_launch_description(graph: str) -> LaunchDescription:
                               if _per_camera_inputs(graph) else "sensor_msgs/Image input"),
         *(DeclareLaunchArgument(name, default_value="", description=text) for name, text in _CHECKPOINT_ARGUMENTS[graph]),
         DeclareLaunchArgument("device", default_value="", description="auto | cuda | cuda:N | cpu; empty = the YAML's"),
+        DeclareLaunchArgument("backend", default_value="", choices=["", *BACKENDS],
+                              description="inference engine: auto (onnxruntime on the CPU) | torch | onnxruntime; "
+                                          "empty = the YAML's"),
+        DeclareLaunchArgument("precision", default_value="", choices=["", *PRECISIONS],
+                              description="fp32 | fp16 | bf16 (torch) | int8 (onnxruntime on the CPU); empty = the YAML's"),
         DeclareLaunchArgument("params_file", default_value=_share("config", "mtl_perception.yaml"),
                               description="parameter YAML shared with the project CLI"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of every node and topic"),

@@ -40,6 +40,8 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 from mtl_perception.image_msg_codec import (CAMERA_MAX_PIXELS, ImageConversionError, compressed_to_array, image_to_array,
                                             to_rgb)
 from mtl_perception.msg import InferenceStats
+from mtl_perception.engines.backends import BACKENDS, PRECISIONS
+from mtl_perception.engines.calibration import DEFAULT_CALIBRATION_FRAMES
 from mtl_perception.postprocess import DetectionParams
 from mtl_perception.predictor import Predictor
 from mtl_perception.ros.diagnostics import (DIAGNOSTICS_PERIOD_S, DIAGNOSTICS_TOPIC, FrameHealth, diagnostic_array,
@@ -64,11 +66,26 @@ class InferenceNode(ManagedNode):
     def __init__(self, node_name: str, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.declare_parameter("checkpoint", "", ParameterDescriptor(
-            description="Model checkpoint (.pt): absolute, or relative to the package share directory.", read_only=True))
+            description="Model checkpoint (.pt, or a .onnx made by mtl-export): absolute, or relative to the package "
+                        "share directory.", read_only=True))
         self.declare_parameter("device", "auto", ParameterDescriptor(
             description="auto: CUDA if available, else CPU with a warning; cuda, cuda:N or cpu (checked by the Predictor).",
             read_only=True))
-        self.declare_choice("precision", "fp32", "Autocast precision on CUDA (fp16 falls back to fp32 on CPU).", ("fp32", "fp16", "bf16"))
+        self.declare_choice("backend", "auto", "Inference engine. auto: onnxruntime on the CPU; on CUDA torch unless "
+                            "onnxruntime has the CUDA or TensorRT provider (and torch for cuda_graph, fp16, bf16).",
+                            BACKENDS)
+        self.declare_choice("precision", "fp32", "fp32; fp16/bf16: torch autocast (fp16 falls back to fp32 on CPU); "
+                            "int8: onnxruntime on the CPU (an int8 .onnx checkpoint, or a .pt with calibration).",
+                            PRECISIONS)
+        self.declare_parameter("engine_cache_dir", "", ParameterDescriptor(
+            description="Where a .pt checkpoint's onnxruntime export is cached; empty = $MTL_ENGINE_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/mtl_perception, else ~/.cache/mtl_perception.", read_only=True))
+        self.declare_parameter("calibration", "", ParameterDescriptor(
+            description="precision int8 from a .pt checkpoint: a rosbag or image folder of this camera's frames "
+                        "(quantized once, then cached).", read_only=True))
+        self.declare_parameter("calibration_frames", DEFAULT_CALIBRATION_FRAMES, ParameterDescriptor(
+            description="Frames taken from 'calibration', spread evenly over it.", read_only=True,
+            integer_range=[IntegerRange(from_value=1, to_value=10000)]))
         self.declare_parameter("input_height", 0, ParameterDescriptor(
             description="Network input height; 0 = the checkpoint's. Set both input_height and input_width, or neither.", read_only=True))
         self.declare_parameter("input_width", 0, ParameterDescriptor(
@@ -99,7 +116,8 @@ class InferenceNode(ManagedNode):
             description="Drop input frames with more pixels than this (checked from the header, before decoding); "
                         "default 3840x2160.", read_only=True, integer_range=[IntegerRange(from_value=1, to_value=2**31 - 1)]))
         self.declare_parameter("cpu_threads", 0, ParameterDescriptor(
-            description="torch intra-op threads of this process; 0 = torch's default (all cores).", read_only=True))
+            description="Intra-op threads of this process (torch's, and onnxruntime's with one inter-op thread); "
+                        "0 = the engines' default (all cores).", read_only=True))
         self.declare_parameter("cuda_graph", False, ParameterDescriptor(description="Capture the network in a CUDA graph (CUDA only).", read_only=True))
         self.declare_parameter("diagnostics_slow_ms", 200.0, ParameterDescriptor(
             description="/diagnostics turns WARN when the median latency exceeds this (ms); 0 = never."))
@@ -171,12 +189,19 @@ class InferenceNode(ManagedNode):
             self.get_logger().error(f"input_height={height} and input_width={width}: set both to positive sizes, "
                                     "or both to 0 for the checkpoint's input size")
             return TransitionCallbackReturn.FAILURE
-        if self._param("cpu_threads") > 0:
-            torch.set_num_threads(self._param("cpu_threads"))
+        threads = self._param("cpu_threads")
+        if threads > 0:
+            torch.set_num_threads(threads)
         try:
             path = resolve_package_path(checkpoint)
-            self.predictor = Predictor(path, device=self._param("device"), precision=self._param("precision"),
-                                       input_size=(height, width) if height else None, cuda_graph=self._param("cuda_graph"))
+            calibration = self._param("calibration")
+            self.predictor = Predictor(
+                path, device=self._param("device"), precision=self._param("precision"),
+                input_size=(height, width) if height else None, cuda_graph=self._param("cuda_graph"),
+                backend=self._param("backend"), threads=threads if threads > 0 else None,
+                engine_cache_dir=self._param("engine_cache_dir") or None,
+                calibration=resolve_package_path(calibration) if calibration else None,
+                calibration_frames=self._param("calibration_frames"), **self.predictor_options())
             missing = [t for t in self.TASKS if t not in self.predictor.tasks]
             if missing:
                 raise ValueError(f"{path} is a {self.predictor.config.kind} checkpoint without the {', '.join(missing)} "
@@ -192,10 +217,14 @@ class InferenceNode(ManagedNode):
         self.create_outputs()
         p = self.predictor
         self.get_logger().info(
-            f"loaded {p.model_name} ({p.config.kind}, {p.config.trunk}) from {path} on {p.device} ({p.precision}), "
-            f"input {p.input_size[0]}x{p.input_size[1]}")
+            f"loaded {p.model_name} ({p.config.kind}, {p.config.trunk}) from {path} on {p.device}, "
+            f"input {p.input_size[0]}x{p.input_size[1]}; engine {p.engine.describe()}{_engine_source(p)}")
         self.state_label = "inactive"
         return super().on_configure(state)
+
+    def predictor_options(self) -> dict:
+        """More :class:`Predictor` arguments of this kind of node (multicam: a batch-dynamic export)."""
+        return {}
 
     def create_outputs(self) -> None:
         """Create this node's publishers (at configure); see :meth:`output_publishers`."""
@@ -366,7 +395,8 @@ class InferenceNode(ManagedNode):
         allocated, reserved = predictor.gpu_memory_mb()
         return InferenceStats(
             header=header, node_name=self.get_fully_qualified_name(), model_name=predictor.model_name,
-            device=str(predictor.device), precision=predictor.precision, queue_ms=queue_ms,
+            device=str(predictor.device), precision=predictor.precision, engine=predictor.engine.engine,
+            execution_provider=predictor.engine.execution_provider, queue_ms=queue_ms,
             preprocess_ms=preprocess_ms, inference_ms=timings.inference_ms, postprocess_ms=postprocess_ms,
             total_ms=total_ms, frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
             gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
@@ -424,7 +454,7 @@ class InferenceNode(ManagedNode):
             totals = {"frames_received": self.frames_received, "frames_processed": self.frames_processed,
                       "frames_dropped": self.frames_dropped}
         values = {"device": str(predictor.device) if predictor else "none",
-                  "model": predictor.model_name if predictor else "none", **totals}
+                  "model": predictor.model_name if predictor else "none", **engine_values(predictor), **totals}
         if predictor is not None:
             allocated, reserved = predictor.gpu_memory_mb()
             values.update(gpu_memory_allocated_mb=f"{allocated:.1f}", gpu_memory_reserved_mb=f"{reserved:.1f}")
@@ -433,3 +463,23 @@ class InferenceNode(ManagedNode):
         status = health_status(f"{self.get_fully_qualified_name()}: inference", values["device"], self.state_label,
                                self._health.window(), float(self._param("diagnostics_slow_ms")), values)
         self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(), status))
+
+
+def engine_values(predictor: Predictor | None) -> dict[str, str]:
+    """/diagnostics values saying which engine, execution provider and precision run."""
+    if predictor is None:
+        return {"engine": "none"}
+    info = predictor.engine
+    values = {"engine": info.engine, "execution_provider": info.execution_provider, "precision": info.precision}
+    if info.model_file:
+        values["engine_file"] = info.model_file
+    return values
+
+
+def _engine_source(predictor: Predictor) -> str:
+    """Where the engine's model came from, for the configure log."""
+    entry = predictor.engine_cache
+    if entry is None:
+        return f" ({predictor.engine.model_file})" if predictor.engine.model_file else ""
+    action = f"exported to the engine cache in {entry.seconds:.1f} s" if entry.built else "from the engine cache"
+    return f" ({action}: {entry.path})"

@@ -11,10 +11,12 @@ lifecycle, decoding, postprocess, message contract) is :class:`InferenceNode`'s.
 Each tick takes the newest pending frame of every camera that has one (newest-frame-wins per
 camera: a frame replaced while waiting counts as dropped for its camera), decodes them and runs
 them through :meth:`Predictor.predict_batch`, whatever their sizes, at most ``max_batch`` frames
-per pass. ``max_batch: 0`` (auto) is the whole tick in one pass on CUDA and one frame per pass on
-the CPU, where one batched pass was measured slower than one pass per frame (MobileNetV2
-320x320, one torch thread, 2-core Xeon VM: 4 frames 433-465 ms batched vs 256-281 ms one by one;
-channels_last did not close the gap); the model is loaded once either way. A camera that sends
+per pass. ``max_batch: 0`` (auto) is decided at configure by a measurement in the engine that
+runs (:func:`measure_batching`: one pass of every camera's frame against one pass per frame, at
+the input size, median of a few), since which wins depends on the engine, the device and the
+threads (torch on one CPU thread: batched was slower, 4 frames 433-465 ms vs 256-281 ms one by
+one on a 2-core Xeon VM). With onnxruntime the export is batch-dynamic, so a batch is one
+pass; the model is loaded once either way. A camera that sends
 nothing is simply not in the tick, so it never stalls the others. Counters, stats and
 /diagnostics (one status per camera) are per camera. ``stats`` of a frame report its pass's
 network time; ``queue_ms`` is all its waiting, for the tick and for the tick's earlier passes.
@@ -36,7 +38,7 @@ from rclpy.parameter import Parameter
 
 from mtl_perception.image_msg_codec import ImageConversionError
 from mtl_perception.ros.diagnostics import FrameHealth, diagnostic_array, health_status
-from mtl_perception.ros.inference_node import InferenceNode, run_node
+from mtl_perception.ros.inference_node import InferenceNode, engine_values, run_node
 
 # A relative ROS namespace: tokens of letters, digits and underscores, not starting with a digit.
 _CAMERA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
@@ -93,10 +95,12 @@ class MulticamNode(InferenceNode):
             description="Camera namespaces, each with its own '<camera>/image' input and outputs under '<camera>/'.",
             read_only=True))
         self.declare_parameter("max_batch", 0, ParameterDescriptor(
-            description="Frames per network pass; 0 = auto (every camera of the tick on CUDA, 1 on the CPU).",
+            description="Frames per network pass; 0 = auto: every camera of the tick in one pass or one frame per "
+                        "pass, whichever a timing in this engine at configure finds faster.",
             read_only=True, integer_range=[IntegerRange(from_value=0, to_value=1024)]))
         self.cameras: dict[str, CameraStream] = {}
         self.max_batch = 1
+        self.batching: dict = {}  # how max_batch was chosen (the auto measurement), for the log and /diagnostics
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -109,13 +113,23 @@ class MulticamNode(InferenceNode):
             return TransitionCallbackReturn.FAILURE
         result = super().on_configure(state)
         if self.predictor is not None:
-            self.max_batch = self._param("max_batch") or (len(self.cameras) if self.predictor.device.type == "cuda" else 1)
+            asked = self._param("max_batch")
+            if asked:
+                self.max_batch, self.batching = asked, {"max_batch": asked, "chosen_by": "the max_batch parameter"}
+            else:
+                self.batching = measure_batching(self.predictor, len(self.cameras))
+                self.max_batch = self.batching["max_batch"]
             if self.predictor.device.type == "cuda":  # capture/tune every batch size now, not on a camera's frame
                 dummy = np.zeros((*self.predictor.input_size, 3), np.uint8)
                 for size in range(2, min(self.max_batch, len(self.cameras)) + 1):
                     self.predictor.predict_batch([dummy] * size)
-            self.get_logger().info(f"cameras {list(self.cameras)}, at most {self.max_batch} frame(s) per network pass")
+            self.get_logger().info(f"cameras {list(self.cameras)}, at most {self.max_batch} frame(s) per network pass "
+                                   f"({self.batching['chosen_by']})")
         return result
+
+    def predictor_options(self) -> dict:
+        """onnxruntime: a batch-dynamic export, so a tick's frames can run as one pass."""
+        return {"dynamic_batch": self._param("max_batch") != 1}
 
     def create_outputs(self) -> None:
         self._outputs = {}
@@ -228,7 +242,9 @@ class MulticamNode(InferenceNode):
         """One DiagnosticStatus per camera (``<node>: <camera> inference``)."""
         predictor = self.predictor
         device = str(predictor.device) if predictor else "none"
-        shared = {"device": device, "model": predictor.model_name if predictor else "none"}
+        shared = {"device": device, "model": predictor.model_name if predictor else "none", **engine_values(predictor)}
+        if self.batching:
+            shared["max_batch"] = f"{self.max_batch} ({self.batching['chosen_by']})"
         if predictor is not None:
             allocated, reserved = predictor.gpu_memory_mb()
             shared.update(gpu_memory_allocated_mb=f"{allocated:.1f}", gpu_memory_reserved_mb=f"{reserved:.1f}")
@@ -248,6 +264,33 @@ class MulticamNode(InferenceNode):
         array = diagnostic_array(self.get_clock().now().to_msg(), statuses[0])
         array.status = statuses
         self._diagnostics.publish(array)
+
+
+def measure_batching(predictor, cameras: int, repeats: int = 3) -> dict:
+    """Time one tick of ``cameras`` frames (at the input size) as one batched pass and as one pass
+    per frame, in ``predictor``'s engine; ``max_batch`` is the faster (ties go one by one).
+
+    Each way runs once untimed (first-call costs: allocations, graph capture) and then
+    ``repeats`` times; the medians are compared. One camera needs no measurement.
+    """
+    if cameras <= 1:
+        return {"max_batch": 1, "chosen_by": "auto: one camera"}
+    frames = [np.random.default_rng(index).integers(0, 256, (*predictor.input_size, 3), dtype=np.uint8)
+              for index in range(cameras)]
+    ways = {"batched": lambda: predictor.predict_batch(frames), "one_by_one": lambda: [predictor.predict(f) for f in frames]}
+    medians = {}
+    for name, run in ways.items():
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1e3)
+        medians[name] = float(np.median(times))
+    batched = medians["batched"] < medians["one_by_one"]
+    return {"max_batch": cameras if batched else 1, "batched_ms": medians["batched"], "one_by_one_ms": medians["one_by_one"],
+            "chosen_by": f"auto: {cameras} frames batched {medians['batched']:.1f} ms vs one by one "
+                         f"{medians['one_by_one']:.1f} ms in {predictor.engine.describe()}, median of {repeats}"}
 
 
 def main(args=None) -> int:
