@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import math
+import re
 import sys
 import time
 
@@ -34,7 +35,7 @@ def multicam(tmp_path_factory, checkpoints, ros_node):
     log_dir = tmp_path_factory.mktemp("multicam")
     command = node_command("multicam_node", f"checkpoint:={checkpoints['multitask']}", "device:=cpu", "cpu_threads:=1",
                            f"score_threshold:={SCORE_THRESHOLD}", f"cameras:=[{','.join(CAMERAS)}]",
-                           "max_batch:=3") + ["-r", "__ns:=/mc"]  # max_batch: the CPU's default is 1
+                           "max_batch:=3", "backend:=onnxruntime") + ["-r", "__ns:=/mc"]  # max_batch: not left to the timing
     process = ros_harness.start_process(command, log_dir / "multicam_node.log", cwd=log_dir)
     try:
         for camera in CAMERAS:
@@ -113,7 +114,7 @@ def test_three_cameras_get_their_own_outputs_equal_to_single_image_predictions(r
                 assert frame_ids == {CAMERAS[camera][2]}, f"/mc/{camera}/{name} got frames of {frame_ids}"
     finally:
         _close(collectors)
-    predictor = Predictor(checkpoints["multitask"], device="cpu", warmup=0,
+    predictor = Predictor(checkpoints["multitask"], device="cpu", warmup=0, backend="onnxruntime", threads=1,
                           detection=DetectionParams(score_threshold=SCORE_THRESHOLD))
     for camera, (height, width, frame_id) in CAMERAS.items():
         image, stamp = frames[camera]
@@ -133,6 +134,36 @@ def test_three_cameras_get_their_own_outputs_equal_to_single_image_predictions(r
         np.testing.assert_allclose(scores[order], alone.scores[expected_order], atol=1e-4)
         assert [class_ids[i] for i in order] == [DET_NAMES[i] for i in alone.labels[expected_order]]
         assert got["stats"].node_name == "/mc/multicam_node"
+
+
+class _TimedPredictor:
+    """Stands in for a Predictor whose batched pass and single passes take known times."""
+
+    input_size = (32, 32)
+
+    def __init__(self, batch_s: float, frame_s: float):
+        from mtl_perception.engines.onnx_session import EngineInfo
+
+        self.batch_s, self.frame_s, self.engine = batch_s, frame_s, EngineInfo("onnxruntime", "CPUExecutionProvider", "fp32")
+
+    def predict_batch(self, frames):
+        time.sleep(self.batch_s)
+
+    def predict(self, frame):
+        time.sleep(self.frame_s)
+
+
+@pytest.mark.parametrize("batch_s, frame_s, expected", [(0.02, 0.03, 4), (0.2, 0.01, 1)])
+def test_auto_max_batch_takes_the_way_measured_faster_in_the_engine(batch_s, frame_s, expected):
+    from mtl_perception.ros.multicam_node import measure_batching
+
+    # 4 cameras: batched 20 ms against 4 x 30 ms one by one; then 200 ms against 4 x 10 ms.
+    chosen = measure_batching(_TimedPredictor(batch_s, frame_s), 4)
+    assert chosen["max_batch"] == expected
+    assert chosen["batched_ms"] == pytest.approx(batch_s * 1e3, rel=0.5)
+    assert chosen["one_by_one_ms"] == pytest.approx(4 * frame_s * 1e3, rel=0.5)
+    assert "onnxruntime CPUExecutionProvider fp32" in chosen["chosen_by"]
+    assert measure_batching(_TimedPredictor(batch_s, frame_s), 1)["max_batch"] == 1
 
 
 def test_a_silent_camera_does_not_stall_the_others_and_counters_are_per_camera(ros_node, multicam):
@@ -237,6 +268,10 @@ def test_multicam_graph_from_the_project_cli_serves_the_cameras_it_is_given(ros_
         collector.close()
         ros_node.node.destroy_publisher(publisher)
     assert graph.stop() == 0
+    # The YAML's max_batch 0: the node timed both ways in the engine it runs (auto: onnxruntime on the CPU).
+    log = (tmp_path / "logs" / "multicam_node.log").read_text()
+    assert re.search(r"at most [12] frame\(s\) per network pass \(auto: 2 frames batched [0-9.]+ ms vs one by one "
+                     r"[0-9.]+ ms in onnxruntime CPUExecutionProvider fp32, median of 3\)", log), log[-2000:]
 
 
 
