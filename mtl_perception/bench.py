@@ -1,6 +1,7 @@
 """Table II side by side: the multitask model against the naive pair of single-task models.
 
-Each requested variant (precision × mode: ``eager``, ``cuda_graph``, ``compiled``) runs both
+Each requested variant (engine: ``torch`` with precision × mode: ``eager``, ``cuda_graph``,
+``compiled``; ``onnxruntime`` fp32; ``int8``, onnxruntime on the CPU) runs both
 sides at an equal budget: the same device, the same frames in the same order, the same
 detection postprocess and the same number of torch CPU threads. Each side has its own worker
 process, so memory figures don't mix; the two workers take turns, one variant at a time, and
@@ -12,6 +13,11 @@ exactly as the multitask model does.
 
 Writes ``<out>/bench.json`` (the budget, and per variant both sides' figures and ``ratios``:
 ``speed``, ``memory``, ``size``, ``parameters``, each naive ÷ multitask) and ``<out>/bench.md``.
+With ``--engines`` the report adds the engines side by side per network (network p50/p90, RSS,
+file size, held-out accuracy; :mod:`mtl_perception.bench_engines`) and the issue's engine
+targets, each PASS or FAIL, with the machine (CPU, flags, load). onnxruntime models are
+exported (int8: quantized) into the engine cache by a throwaway process before the timed
+workers start, so no export counts in a worker's memory or setup time.
 Both are rewritten after every variant, so a run stopped early keeps what it measured.
 Exit status: 0 every variant ran or was not applicable here (skipped, with the reason);
 1 a variant failed; 2 bad arguments or checkpoints.
@@ -42,6 +48,7 @@ from .exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 SIDES = ("multitask", "naive")
 MODES = ("eager", "cuda_graph", "compiled")
 PRECISIONS = ("fp32", "fp16", "bf16")
+ENGINES = ("torch", "onnxruntime", "int8")
 RESULT_PREFIX = "BENCH_RESULT "
 
 
@@ -55,13 +62,9 @@ def _max_rss_mb() -> float:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
+    from .machine import cpu_name
+
+    return cpu_name()
 
 
 def bench_frames(count: int, frame_size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
@@ -70,9 +73,13 @@ def bench_frames(count: int, frame_size: tuple[int, int], seed: int = 0) -> list
     return [rng.integers(0, 256, (*frame_size, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def _skip_reason(mode: str, precision: str, device_type: str) -> str | None:
+def _skip_reason(mode: str, precision: str, device_type: str, engine: str = "torch") -> str | None:
     from .predictor import Predictor
 
+    if engine == "int8" and device_type != "cpu":
+        return "int8 runs with onnxruntime on the CPU only"
+    if engine != "torch":
+        return None
     if mode == "cuda_graph" and device_type != "cuda":
         return "cuda_graph needs a CUDA device"
     if precision == "fp16" and device_type != "cuda":
@@ -86,8 +93,10 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
     """Measure one side of one variant in this process; everything is released afterwards.
 
     ``spec``: device, precision, mode, input_size, frame_size, frames, iters, warmup,
-    compile_mode. Returns the figures with ``status`` ``ok``, ``skipped`` (and ``reason``)
-    or ``failed`` (and ``error``).
+    compile_mode; engine (``torch``, ``onnxruntime``, ``int8``), calibration (int8: a bag or
+    image folder; None = the demo models' training tiles), engine_cache_dir, accuracy (score
+    the held-out aerial tiles afterwards). Returns the figures with ``status`` ``ok``,
+    ``skipped`` (and ``reason``) or ``failed`` (and ``error``).
     """
     import torch
 
@@ -95,17 +104,14 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
 
     device = resolve_device(spec["device"])
     use_cuda = device.type == "cuda"
-    base = {"precision": spec["precision"], "mode": spec["mode"], "device": str(device),
+    engine = spec.get("engine", "torch")
+    base = {"engine": engine, "precision": spec["precision"], "mode": spec["mode"], "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if use_cuda else _cpu_name()}
-    reason = _skip_reason(spec["mode"], spec["precision"], device.type)
+    reason = _skip_reason(spec["mode"], spec["precision"], device.type, engine)
     if reason:
         return {**base, "status": "skipped", "reason": reason}
     frames = bench_frames(spec["frames"], tuple(spec["frame_size"]))
-    options = {"device": spec["device"], "precision": spec["precision"], "warmup": spec["warmup"],
-               "input_size": tuple(spec["input_size"]) if spec.get("input_size") else None,
-               "cuda_graph": spec["mode"] == "cuda_graph"}
-    if spec["mode"] == "compiled":
-        options.update(compile=True, compile_mode=spec.get("compile_mode"))
+    options = predictor_options(spec)
     predictors = []
     try:
         gc.collect()
@@ -120,6 +126,7 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
         predictors = [Predictor(path, **options) for path in checkpoints]
         setup_s = time.perf_counter() - start
         latencies, stages = [], {"preprocess_ms": [], "inference_ms": [], "postprocess_ms": []}
+        stage_inference = {i: [] for i in range(len(predictors))}
         for index in range(spec["iters"]):
             image = frames[index % len(frames)]
             start = time.perf_counter()
@@ -127,10 +134,18 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
             latencies.append((time.perf_counter() - start) * 1e3)
             for key in stages:
                 stages[key].append(sum(getattr(r.timings, key) for r in results))
+            for i, result in enumerate(results):
+                stage_inference[i].append(result.timings.inference_ms)
             peak_rss = max(peak_rss, _rss_mb())
+        network = [sum(r) for r in zip(*(stage_inference[i] for i in range(len(predictors))))]
         figures = {
             **base, "status": "ok",
             "precision": predictors[0].precision,
+            "execution_provider": predictors[0].engine.execution_provider,
+            "engine_line": predictors[0].engine.describe(),
+            "network_ms": latency_summary(network),
+            "file_mb": sum(_engine_file(p, path).stat().st_size for p, path in zip(predictors, checkpoints)) / 2**20,
+            "engine_files": [str(_engine_file(p, path)) for p, path in zip(predictors, checkpoints)],
             "compile_mode": getattr(predictors[0], "compile_mode", None),
             "input_size": list(predictors[0].input_size),
             "frame_size": list(spec["frame_size"]),
@@ -155,6 +170,11 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
             maxrss = _max_rss_mb()
             figures["memory_mb"] = (max(maxrss, peak_rss) if maxrss > maxrss_before else peak_rss) - baseline_rss
             figures["memory_kind"] = "rss_growth"
+            figures["rss_mb"] = peak_rss
+        if spec.get("accuracy"):
+            from .bench_engines import heldout_accuracy
+
+            figures["accuracy"] = heldout_accuracy(predictors)
         return figures
     except Exception as exc:  # one variant's failure is a figure of the report, not the end of it
         return {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
@@ -169,15 +189,61 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
             torch.cuda.empty_cache()
 
 
+def predictor_options(spec: dict) -> dict:
+    """Predictor arguments of a variant ``spec`` (see :func:`run_variant`)."""
+    engine = spec.get("engine", "torch")
+    options = {"device": spec["device"], "precision": spec["precision"], "warmup": spec["warmup"],
+               "input_size": tuple(spec["input_size"]) if spec.get("input_size") else None,
+               "backend": "torch" if engine == "torch" else "onnxruntime",
+               "engine_cache_dir": spec.get("engine_cache_dir")}
+    if engine == "torch":
+        options["cuda_graph"] = spec["mode"] == "cuda_graph"
+        if spec["mode"] == "compiled":
+            options.update(compile=True, compile_mode=spec.get("compile_mode"))
+    if engine == "int8":
+        from .engines.calibration import aerial_training_set, calibration_set
+
+        frames = spec.get("calibration_frames") or 32
+        options["calibration"] = (calibration_set(spec["calibration"], frames) if spec.get("calibration")
+                                  else aerial_training_set(frames))
+    return options
+
+
+def _engine_file(predictor, checkpoint: str) -> Path:
+    """The file the engine runs: the ONNX model (onnxruntime) or the checkpoint (torch)."""
+    return Path(predictor.engine.model_file or checkpoint)
+
+
+def prepare_engines(checkpoints: list[str], spec: dict) -> dict:
+    """Build the variant's engine files into the cache (export, quantization), untimed."""
+    from .predictor import Predictor
+
+    try:
+        start = time.perf_counter()
+        predictors = [Predictor(path, **{**predictor_options(spec), "warmup": 0}) for path in checkpoints]
+        built = [p.engine_cache.built for p in predictors if p.engine_cache is not None]
+        report = {"status": "ok", "files": [p.engine.model_file for p in predictors], "built": built,
+                  "seconds": time.perf_counter() - start}
+        if spec.get("engine") == "int8":
+            from .engines.quantize import calibration_report
+
+            report["calibration"] = [calibration_report(p.engine.model_file) for p in predictors]
+        return report
+    except Exception as exc:
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
 def _worker_loop(checkpoints: list[str], threads: int) -> int:
-    """Read one JSON variant spec per stdin line, answer one ``BENCH_RESULT`` line each."""
+    """Read one JSON variant spec per stdin line, answer one ``BENCH_RESULT`` line each
+    (a spec with ``prepare`` builds the engine files instead of measuring)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     for line in sys.stdin:
         if line.strip():
-            figures = run_variant(checkpoints, json.loads(line))
+            spec = json.loads(line)
+            figures = prepare_engines(checkpoints, spec) if spec.get("prepare") else run_variant(checkpoints, spec)
             print(RESULT_PREFIX + json.dumps(figures), flush=True)
     return 0
 
@@ -185,14 +251,16 @@ def _worker_loop(checkpoints: list[str], threads: int) -> int:
 class _Worker:
     """One side's worker process, restarted after a crash or a timeout."""
 
-    def __init__(self, side: str, checkpoints: list[str], threads: int):
-        self.side, self.checkpoints, self.threads = side, checkpoints, threads
+    def __init__(self, side: str, checkpoints: list[str], threads: int, cpus: tuple[int, ...] | None = None):
+        self.side, self.checkpoints, self.threads, self.cpus = side, checkpoints, threads, cpus
         self.process = None
 
     def _start(self) -> None:
         command = [sys.executable, "-m", "mtl_perception.bench", "--worker", self.side, "--threads", str(self.threads),
                    "--worker-checkpoints", *self.checkpoints]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        cpus = self.cpus
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
     def run(self, spec: dict, timeout_s: float) -> dict:
         if self.process is None or self.process.poll() is not None:
@@ -279,10 +347,11 @@ def _variant_status(results: dict[str, dict]) -> tuple[str, str | None]:
 
 def budget_line(budget: dict) -> str:
     threads = budget["torch_threads"] or "torch's default"
+    pinned = f", pinned to CPU {','.join(map(str, budget['cpus']))}" if budget.get("cpus") else ""
     return (f"Budget: both sides on {budget['device_name']} ({budget['device']}), the same {budget['frames']} frames of "
             f"{budget['frame_size'][0]}x{budget['frame_size'][1]} ({budget['iters']} timed calls after "
-            f"{budget['warmup']} warm-up), the same postprocess, torch CPU threads {threads}; "
-            f"one worker process per side, variants in turn.")
+            f"{budget['warmup']} warm-up), the same postprocess, CPU threads {threads} (torch and onnxruntime "
+            f"intra-op){pinned}; one worker process per side, variants in turn.")
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -300,9 +369,9 @@ def _setup(figures: dict) -> str:
 def markdown_table(report: dict) -> str:
     lines = [report["budget"]["line"], "",
              f"Trunk {report['trunk']}; input {report['input_size'][0]}x{report['input_size'][1]}.", "",
-             "| precision | mode | multitask p50 (ms) | naive p50 (ms) | speed | multitask memory (MB) | "
+             "| engine | precision | mode | multitask p50 (ms) | naive p50 (ms) | speed | multitask memory (MB) | "
              "naive memory (MB) | memory | setup s (multitask / naive) | status |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     memory_kinds = set()
     sizes = None
     for variant in report["variants"]:
@@ -311,11 +380,11 @@ def markdown_table(report: dict) -> str:
             memory_kinds.add(m["memory_kind"])
             r = variant["ratios"]
             sizes = sizes or (m, n, r)
-            lines.append(f"| {variant['precision']} | {variant['mode']} | {_fmt(m['latency_ms']['p50'])} | "
+            lines.append(f"| {variant.get('engine', 'torch')} | {variant['precision']} | {variant['mode']} | {_fmt(m['latency_ms']['p50'])} | "
                          f"{_fmt(n['latency_ms']['p50'])} | {_fmt(r['speed'])}x | {_fmt(m['memory_mb'], 1)} | "
                          f"{_fmt(n['memory_mb'], 1)} | {_fmt(r['memory'])}x | {_setup(m)} / {_setup(n)} | ok |")
         else:
-            lines.append(f"| {variant['precision']} | {variant['mode']} | | | | | | | | "
+            lines.append(f"| {variant.get('engine', 'torch')} | {variant['precision']} | {variant['mode']} | | | | | | | | "
                          f"{variant['status']}: {variant['reason']} |")
     lines.append("")
     labels = {"cuda_max_allocated": "CUDA peak allocated, reset per variant",
@@ -331,12 +400,39 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _prepare(engine: str, spec: dict, groups: dict, args) -> dict[str, dict]:
+    """onnxruntime engines: export (and quantize) each side's models into the engine cache in a
+    throwaway process, so the timed workers only load them."""
+    if engine == "torch" or _skip_reason(spec["mode"], spec["precision"], _device_type(spec["device"]), engine):
+        return {side: {"status": "ok"} for side in SIDES}
+    prepared = {}
+    for side in SIDES:
+        worker = _Worker(side, groups[side], args.threads)
+        try:
+            prepared[side] = worker.run({**spec, "prepare": True}, args.variant_timeout)
+        finally:
+            worker.close()
+    return prepared
+
+
+def _device_type(device: str) -> str:
+    from .predictor import resolve_device
+
+    return resolve_device(device).type
+
+
 def _write(out: Path, report: dict) -> None:
     write_json(out / "bench.json", report)
-    write_text_atomic(out / "bench.md", "# Multitask vs naive (Table II)\n\n" + markdown_table(report))
+    text = "# Multitask vs naive (Table II)\n\n" + markdown_table(report)
+    if report.get("engines", ["torch"]) != ["torch"]:
+        from .bench_engines import engines_markdown
+
+        text += "\n" + engines_markdown(report)
+    write_text_atomic(out / "bench.md", text)
 
 
-def _budget(device: str, frame_size, frames: int, iters: int, warmup: int, threads: int) -> dict:
+def _budget(device: str, frame_size, frames: int, iters: int, warmup: int, threads: int,
+            cpus: tuple[int, ...] | None = None) -> dict:
     import torch
 
     from .postprocess import DetectionParams
@@ -345,11 +441,47 @@ def _budget(device: str, frame_size, frames: int, iters: int, warmup: int, threa
     resolved = resolve_device(device)
     name = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else _cpu_name()
     budget = {"device": str(resolved), "device_name": name, "frames": frames, "frame_size": list(frame_size),
-              "iters": iters, "warmup": warmup, "torch_threads": threads,
+              "iters": iters, "warmup": warmup, "torch_threads": threads, "cpus": list(cpus) if cpus else None,
               "postprocess": dataclasses.asdict(DetectionParams()),
               "isolation": "one worker process per side; variants in turn; everything released between variants"}
     budget["line"] = budget_line(budget)
     return budget
+
+
+def _engine_list(text: str) -> list[str]:
+    engines = [e.strip() for e in text.split(",") if e.strip()]
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown or not engines:
+        raise argparse.ArgumentTypeError(f"engines must be a comma-separated list of {', '.join(ENGINES)}, got {text!r}")
+    return list(dict.fromkeys(engines))
+
+
+def _cpus(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if text == "last":
+        return (allowed[-1],)
+    cpus = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    outside = sorted(cpus - set(allowed))
+    if outside:
+        raise ValueError(f"--cpus {text}: CPUs {outside} are not available (allowed: {allowed})")
+    return tuple(sorted(cpus))
+
+
+def variant_plan(engines: list[str], precisions: list[str], modes: list[str]) -> list[tuple[str, str, str]]:
+    """(engine, precision, mode) of every variant, in order: torch's precision x mode, then
+    onnxruntime fp32, then int8."""
+    plan = []
+    for engine in engines:
+        if engine == "torch":
+            plan += [("torch", precision, mode) for precision in precisions for mode in modes]
+        else:
+            plan.append((engine, "int8" if engine == "int8" else "fp32", "onnxruntime"))
+    return plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,7 +500,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, default=30, help="timed calls per side and variant")
     parser.add_argument("--frames", type=int, default=8, help="distinct frames, cycled")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads of each side (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads of each side, torch's and onnxruntime's intra-op (0: the engines' default)")
+    parser.add_argument("--engines", type=_engine_list, default=["torch"],
+                        help="comma-separated engines side by side: torch (the --precision x --mode variants), "
+                             "onnxruntime (fp32), int8 (onnxruntime, CPU); default torch")
+    parser.add_argument("--cpus", help="pin both workers to these CPUs (e.g. 1 or 2-3); 'last': the last allowed CPU")
+    parser.add_argument("--calibration", help="int8: calibration rosbag or image folder "
+                                              "(default: the demo models' training tiles)")
+    parser.add_argument("--calibration-frames", type=int, default=32, help="int8: calibration frames")
+    parser.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=None,
+                        help="score each engine on the held-out aerial tiles (mIoU, tree AP50); default: with --engines "
+                             "other than torch and --checkpoints")
     parser.add_argument("--variant-timeout", type=float, default=600.0, help="seconds one side of one variant may take")
     parser.add_argument("--out", default="bench_output")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
@@ -386,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = list(dict.fromkeys((args.mode or ([] if args.cuda_graph else ["eager"])) + (["cuda_graph"] if args.cuda_graph else [])))
     out = Path(args.out)
     try:
-        budget = _budget(args.device, args.frame_size, args.frames, args.iters, args.warmup, args.threads)
+        cpus = _cpus(args.cpus)
+        budget = _budget(args.device, args.frame_size, args.frames, args.iters, args.warmup, args.threads, cpus)
         if args.checkpoints:
             missing = [p for p in args.checkpoints if not Path(p).is_file()]
             if missing:
@@ -400,30 +544,44 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         print(f"mtl-bench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from .machine import describe_machine
+
+    accuracy = args.accuracy if args.accuracy is not None else bool(args.checkpoints) and args.engines != ["torch"]
     report = {"trunk": trunk, "input_size": list(args.input_size or (512, 512)), "budget": budget,
-              "checkpoints": groups, "variants": [], "complete": False}
-    workers = {side: _Worker(side, groups[side], args.threads) for side in SIDES}
+              "checkpoints": groups, "engines": args.engines, "variants": [], "complete": False,
+              "machine": describe_machine()}
+    workers = {side: _Worker(side, groups[side], args.threads, cpus) for side in SIDES}
     try:
-        for precision in args.precision:
-            for mode in modes:
-                spec = {"device": args.device, "precision": precision, "mode": mode, "frame_size": list(args.frame_size),
-                        "frames": args.frames, "iters": args.iters, "warmup": args.warmup,
-                        "input_size": args.input_size, "compile_mode": args.compile_mode}
-                print(f"[bench] {precision} {mode}", flush=True)
-                results = {side: workers[side].run(spec, args.variant_timeout) for side in SIDES}
-                status, reason = _variant_status(results)
-                variant = {"precision": precision, "mode": mode, "status": status, "reason": reason, "results": results}
-                if status == "ok":
-                    variant["ratios"] = compare(results)
-                    report["input_size"] = results["multitask"]["input_size"]
-                report["variants"].append(variant)
-                _write(out, report)
+        for engine, precision, mode in variant_plan(args.engines, args.precision, modes):
+            spec = {"device": args.device, "precision": precision, "mode": mode, "frame_size": list(args.frame_size),
+                    "frames": args.frames, "iters": args.iters, "warmup": args.warmup,
+                    "input_size": args.input_size, "compile_mode": args.compile_mode, "engine": engine,
+                    "calibration": args.calibration, "calibration_frames": args.calibration_frames,
+                    "accuracy": accuracy}
+            print(f"[bench] {engine} {precision} {mode}", flush=True)
+            prepared = _prepare(engine, spec, groups, args)
+            results = {side: (workers[side].run(spec, args.variant_timeout) if prepared[side]["status"] == "ok"
+                              else {"engine": engine, "precision": precision, "mode": mode, **prepared[side]})
+                       for side in SIDES}
+            status, reason = _variant_status(results)
+            variant = {"engine": engine, "precision": precision, "mode": mode, "status": status, "reason": reason,
+                       "results": results, "prepared": prepared}
+            if status == "ok":
+                variant["ratios"] = compare(results)
+                report["input_size"] = results["multitask"]["input_size"]
+            report["variants"].append(variant)
+            _write(out, report)
     finally:
         for worker in workers.values():
             worker.close()
+    report["machine_end"] = describe_machine()
     report["complete"] = True
     _write(out, report)
     print(markdown_table(report))
+    if report["engines"] != ["torch"]:
+        from .bench_engines import engines_markdown
+
+        print(engines_markdown(report))
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return EXIT_FAILED if any(v["status"] == "failed" for v in report["variants"]) else EXIT_OK
 

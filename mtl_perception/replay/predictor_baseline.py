@@ -26,7 +26,8 @@ def predictor_baseline(parameters: dict[str, dict], nodes: list[str], frames: li
         threads: torch threads (default the first node's ``cpu_threads``; 0 = torch's default).
 
     Returns:
-        ``predictor_p50_ms``, ``frames``, ``device``, ``class_names`` (task → names).
+        ``predictor_p50_ms``, ``frames``, ``device``, ``class_names`` (task → names), ``engines``
+        (node → engine, execution provider and precision; the nodes' own engine parameters).
     """
     import torch
 
@@ -39,8 +40,13 @@ def predictor_baseline(parameters: dict[str, dict], nodes: list[str], frames: li
     for node in nodes:
         params = parameters[node]
         size = (int(params.get("input_height", 0)), int(params.get("input_width", 0)))
+        calibration = params.get("calibration") or None
         predictors.append(Predictor(resolve_package_path(str(params["checkpoint"])), device=str(params.get("device", "auto")),
-                                    precision=str(params.get("precision", "fp32")), input_size=size if all(size) else None))
+                                    precision=str(params.get("precision", "fp32")), input_size=size if all(size) else None,
+                                    backend=str(params.get("backend", "auto")), threads=threads if threads > 0 else None,
+                                    engine_cache_dir=params.get("engine_cache_dir") or None,
+                                    calibration=resolve_package_path(str(calibration)) if calibration else None,
+                                    calibration_frames=params.get("calibration_frames")))
     for predictor in predictors:  # first calls pay for lazy initialisation, as the nodes' warm-up does
         for image in frames[:2]:
             predictor.predict(image)
@@ -51,7 +57,8 @@ def predictor_baseline(parameters: dict[str, dict], nodes: list[str], frames: li
             predictor.predict(image)
         times.append((time.perf_counter() - start) * 1e3)
     info = {"predictor_p50_ms": latency_summary(times)["p50"], "frames": len(times),
-            "device": str(predictors[0].device) if predictors else "n/a", "class_names": {}}
+            "device": str(predictors[0].device) if predictors else "n/a", "class_names": {},
+            "engines": {node: predictor.engine.describe() for node, predictor in zip(nodes, predictors)}}
     for predictor in predictors:
         info["class_names"].update(predictor.class_names)
         predictor.release()

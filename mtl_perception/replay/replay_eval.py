@@ -3,6 +3,7 @@
     python -m mtl_perception.replay.replay_eval --bag BAG --graph multitask|naive --out DIR
         [--mode lockstep|rate] [--rate X] [--params config/mtl_perception.yaml]
         [--checkpoint P | --segmentation-checkpoint P --detection-checkpoint P] [--device cpu|cuda|cuda:N]
+        [--backend auto|torch|onnxruntime] [--precision fp32|int8|...] [--engine-cache-dir DIR]
         [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
         [--fixed-rates 10,30] [--fixed-seconds 6] [--peak | --no-peak]
 
@@ -46,7 +47,8 @@ from mtl_perception.bags.errors import BagError
 from mtl_perception.bags.reader import BagReader
 from mtl_perception.checkpoint import CheckpointError
 from mtl_perception.graphs.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned, plan_budget
-from mtl_perception.graphs.graph import DEFAULT_PARAMS, GRAPHS, check_checkpoints, node_parameters, start_graph, use_localhost_transport
+from mtl_perception.graphs.graph import (DEFAULT_PARAMS, ENGINE_ARGUMENTS, GRAPHS, add_engine_arguments, check_checkpoints,
+                                         node_parameters, start_graph, use_localhost_transport)
 from mtl_perception.replay.predictor_baseline import predictor_baseline
 from mtl_perception.replay.process_sampler import ProcessSampler
 from mtl_perception.replay.replay_messages import REQUIRED_TOPICS
@@ -208,6 +210,7 @@ def add_graph_arguments(parser: argparse.ArgumentParser, peak_default: bool = Fa
     parser.add_argument("--rate", type=float, default=1.0)
     parser.add_argument("--params", default=DEFAULT_PARAMS, help="parameter YAML (same as the launch files)")
     parser.add_argument("--device", type=check_device, help="auto | cpu | cuda | cuda:N (default: the YAML's)")
+    add_engine_arguments(parser)
     parser.add_argument("--max-frames", type=int)
     parser.add_argument("--frame-timeout", type=float, default=60.0, help="seconds a frame may wait for its outputs")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
@@ -243,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detection-checkpoint", help="naive graph: detection checkpoint")
     add_graph_arguments(parser)
     args = parser.parse_args(argv)
-    arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint", "device")}
+    arguments = {k: getattr(args, k) for k in ("checkpoint", "segmentation_checkpoint", "detection_checkpoint", "device",
+                                               *ENGINE_ARGUMENTS)}
     return run_cli(lambda: run_replay(args.bag, args.graph, args.out, args.mode, args.rate, args.params, arguments,
                                       budget=budget_from_args(args), **replay_options(args)),
                    lambda report: print(replay_markdown(report) + f"\nwrote {Path(args.out) / 'report.md'}"))

@@ -42,10 +42,25 @@ def node_statistics(stats: list, stamps: set[int]) -> dict[str, dict]:
             "non_network_ms_p50": latency_summary([m.total_ms - m.inference_ms for m in measured])["p50"],
             "frames_received": int(last.frames_received), "frames_processed": int(last.frames_processed),
             "frames_dropped": int(last.frames_dropped), "device": last.device, "precision": last.precision,
-            "model_name": last.model_name,
+            "engine": last.engine, "execution_provider": last.execution_provider, "model_name": last.model_name,
             "gpu_allocated_mb_max": max((m.gpu_memory_allocated_mb for m in messages), default=0.0),
         }
     return result
+
+
+def engine_line(node_stats: dict, nodes: list[str], baseline: dict) -> str:
+    """Which engine, execution provider and precision each inference node ran (from its
+    InferenceStats; the bare Predictor's own where a node published none)."""
+    parts = {}
+    for node in nodes:
+        stats = node_stats.get(node) or {}
+        if stats.get("engine"):
+            parts[node] = f"{stats['engine']} {stats['execution_provider']} {stats['precision']}"
+        else:
+            parts[node] = (baseline.get("engines") or {}).get(node, "unknown")
+    if len(set(parts.values())) == 1:
+        return next(iter(parts.values()))
+    return "; ".join(f"{node}: {text}" for node, text in parts.items())
 
 
 def accuracy(received: dict[str, list], stamps: set[int], class_names: dict, bag_classes: dict, truth_boxes: dict,
@@ -138,6 +153,7 @@ def build_report(graph, bag_path, mode, rate, budget, results, replay, rss, node
         "mode": mode,
         "rate": rate,
         "device": device,
+        "engine": engine_line(node_stats, nodes, baseline),
         "budget": budget.as_dict(),
         "inference_nodes": nodes,
         "complete": not unanswered and not silent,
@@ -214,7 +230,8 @@ def replay_markdown(report: dict) -> str:
         f"# Replay evaluation: {report['graph']} graph",
         "",
         f"Bag `{report['bag']}`, {frames['published']} frames, mode {report['mode']}"
-        + (f" (rate x{report['rate']})" if report["mode"] == "rate" else "") + f", device {report['device']}. Status: {status}.",
+        + (f" (rate x{report['rate']})" if report["mode"] == "rate" else "") + f", device {report['device']}, "
+        f"engine {report.get('engine', 'unknown')}. Status: {status}.",
         "",
         f"Budget: {report['budget']['line']}.",
         "",
@@ -343,6 +360,7 @@ def compare_reports(multitask: dict, naive: dict) -> dict:
         "budget": multitask["budget"],
         "machine": {g: r.get("machine") for g, r in (("multitask", multitask), ("naive", naive))},
         "device": multitask["device"],
+        "engines": {"multitask": multitask.get("engine", "unknown"), "naive": naive.get("engine", "unknown")},
         "bag": multitask["bag"],
         "mode": multitask["mode"],
         "complete": m["complete"] and n["complete"],
@@ -358,6 +376,13 @@ def _load_lines(machines: dict) -> list[str]:
         return []
     cpus = next(m["cpus"] for m in machines.values() if m)
     return [f"Machine: {cpus} CPUs; 1-minute load average during each replay: {', '.join(loads)}.", ""]
+
+
+def _engines(table: dict) -> str:
+    engines = table.get("engines") or {}
+    if len(set(engines.values())) == 1:
+        return f"{next(iter(engines.values()))} (both graphs)"
+    return ", ".join(f"{graph}: {text}" for graph, text in engines.items()) or "unknown"
 
 
 def compare_markdown(table: dict, reports: dict[str, dict] | None = None) -> str:
@@ -379,7 +404,7 @@ def compare_markdown(table: dict, reports: dict[str, dict] | None = None) -> str
     rows += [(memory, m["memory_mb"], n["memory_mb"], r["memory"], 0),
              ("checkpoint size (MB)", m["size_mb"], n["size_mb"], r["size"], 2)]
     lines = [
-        f"Bag `{table['bag']}`, device {table['device']}."
+        f"Bag `{table['bag']}`, device {table['device']}, engine {_engines(table)}."
         + ("" if table["complete"] else " **INCOMPLETE: frames were lost where they should not be.**"),
         "",
         f"Budget: {table['budget']['line']}.",
