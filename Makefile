@@ -49,15 +49,25 @@ test-fast: setup build
 	$(call run_pytest,-m "not slow")
 
 # Table II without ROS: multitask vs naive pair, latency/memory/size ratios (bench_output/).
+# ENGINES=torch,onnxruntime,int8: the engines side by side on the demo checkpoints, one thread
+# pinned to the last CPU, with int8's held-out accuracy against fp32.
+ENGINES ?=
+DEMO_CHECKPOINTS = checkpoints/demo_multitask.pt checkpoints/demo_segmentation.pt checkpoints/demo_detection.pt
 bench: setup build
-	source scripts/ros_env.sh && python -P -m mtl_perception.bench --out bench_output $(BENCH_ARGS)
+	source scripts/ros_env.sh && python -P -m mtl_perception.bench --out bench_output \
+		$(if $(ENGINES),--engines $(ENGINES) --checkpoints $(DEMO_CHECKPOINTS) --threads 1 --cpus last) $(BENCH_ARGS)
 
 # The main job: demo bag from real aerial images, replayed through the multitask graph
 # and the naive graph over ROS 2 at one compute budget (BUDGET=shared, the default, or
-# per-network); report, plots and overlays in demo_output/.
+# per-network); report, plots and overlays in demo_output/. ENGINE=auto (the YAML's: onnxruntime
+# on the CPU) | torch | onnxruntime | int8; the multitask graph is replayed once more with
+# ENGINE_BASELINE (torch) for the engine's speed-up in the same run (ENGINE_BASELINE= skips it).
 BUDGET ?= shared
+ENGINE ?= auto
+ENGINE_BASELINE ?= torch
 demo: setup build
-	source scripts/ros_env.sh && python -P -m mtl_perception.replay.demo --out demo_output --budget $(BUDGET) $(DEMO_ARGS)
+	source scripts/ros_env.sh && python -P -m mtl_perception.replay.demo --out demo_output --budget $(BUDGET) \
+		--engine $(ENGINE) $(if $(ENGINE_BASELINE),--engine-baseline $(ENGINE_BASELINE)) $(DEMO_ARGS)
 
 # Real-data learning report (~25 minutes on 2 cores, two runs at a time): learn_output/learn_report.md,
 # .json and learning_curves.png; multitask, segmentation-only, detection-only and the GroupNorm variant

@@ -11,6 +11,7 @@ detections), so it applies to models of those classes (the demo checkpoints).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from .machine import machine_line
 
@@ -107,8 +108,8 @@ def engine_targets(report: dict) -> list[dict]:
                 targets.append(_target(f"{key}_{side}", f"{text} ({side})", None, None,
                                        reason or "needs the int8 variant and an fp32 one with --accuracy"))
                 continue
-            delta = 100 * (got - ref)
-            targets.append(_target(f"{key}_{side}", f"{text} ({side})", delta, abs(delta) <= points,
+            delta = 100 * (got - ref)  # a difference exactly at the limit passes (no float noise)
+            targets.append(_target(f"{key}_{side}", f"{text} ({side})", delta, abs(delta) <= points + 1e-9,
                                    f"{100 * got:.2f} vs fp32 {100 * ref:.2f} ({delta:+.2f} points)"))
     return targets
 
@@ -162,11 +163,13 @@ def engines_markdown(report: dict) -> str:
                   *accuracy_rows, ""]
     for variant in report["variants"]:
         for side, prepared in (variant.get("prepared") or {}).items():
-            for calibration in prepared.get("calibration") or []:
+            files = prepared.get("files") or []
+            for index, calibration in enumerate(prepared.get("calibration") or []):
                 if calibration:
                     agree = calibration["agreement_with_fp32"]
                     mask = "–" if agree["mask_agreement"] is None else f"{100 * agree['mask_agreement']:.2f}%"
-                    lines.append(f"- int8 {side}: calibrated on {calibration['frames']} of {calibration['source_frames']} "
+                    model = f" ({Path(files[index]).name})" if index < len(files) and files[index] else ""
+                    lines.append(f"- int8 {side}{model}: calibrated on {calibration['frames']} of {calibration['source_frames']} "
                                  f"frames of {calibration['source']}; on them, mask pixels equal to fp32 {mask}, "
                                  f"boxes agreeing {100 * agree['box_agreement']:.1f}%")
     lines += ["", "### Targets", ""]

@@ -9,7 +9,8 @@
 #   GPU_CHECK_DRY=1 scripts/gpu_check.sh  the same on this CPU with tiny counts, the dev .venv
 #                                         and .ws; CUDA-only pieces are skipped with the reason
 #
-# Steps, in order: install build cuda_tests bench_resnet50 bench_mobilenet_v2 replay bench_compiled
+# Steps, in order: install build cuda_tests bench_resnet50 bench_mobilenet_v2 engines (onnxruntime
+# fp32 on the CPU EP and, if present, the CUDA EP, torch beside) replay bench_compiled
 # multicam (4 cameras on the replay's 1280x720 bag: one batched node vs one node per camera).
 # Each has its own timeout; a failing step is recorded and the next one runs; the whole run
 # keeps within GPU_CHECK_BUDGET_S. After every step the results are rewritten into $OUT, so
@@ -32,7 +33,7 @@ dry=${GPU_CHECK_DRY:-0}
 out=${OUT:-$repo_root/gpu_check_out}
 budget_s=${GPU_CHECK_BUDGET_S:-450}
 wheels=${GPU_CHECK_WHEELS:-$repo_root/.gpu_wheels}
-steps=${GPU_CHECK_STEPS:-install build cuda_tests bench_resnet50 bench_mobilenet_v2 replay bench_compiled multicam}
+steps=${GPU_CHECK_STEPS:-install build cuda_tests bench_resnet50 bench_mobilenet_v2 engines replay bench_compiled multicam}
 tests_k=${GPU_CHECK_TESTS:-}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -246,6 +247,32 @@ step_bench_compiled() {
     --out "$work/bench_compiled_mobilenet_v2" || fail "compiled MobileNetV2 bench failed"
 }
 
+# -- engines: onnxruntime fp32 on the device's CPU execution provider, then on its CUDA EP ---
+# (the demo checkpoints; torch eager beside each for the ratio). Without the CUDA EP the
+# step says so in its reason.
+step_engines() {
+  step=engines
+  ros_env
+  local iters=50 cpu_threads
+  [ "$dry" = 1 ] && iters=2
+  cpu_threads=$(nproc)
+  local common=(--checkpoints checkpoints/demo_multitask.pt checkpoints/demo_segmentation.pt checkpoints/demo_detection.pt
+                --frame-size 720 1280 --frames 2 --warmup 1 --iters "$iters" --no-accuracy)
+  python -P -m mtl_perception.bench "${common[@]}" --device cpu --threads "$cpu_threads" --engines torch,onnxruntime \
+    --out "$work/bench_engines_cpu" || fail "onnxruntime on the CPU EP: mtl_perception.bench exited $?"
+  providers=$(python -c 'import onnxruntime; print(" ".join(onnxruntime.get_available_providers()))' 2>/dev/null)
+  case " $providers " in
+    *" CUDAExecutionProvider "*)
+      if [ "$dry" = 1 ]; then
+        echo "dry run: no CUDA device for onnxruntime's CUDA EP" > "$work/logs/engines.reason"; return 0
+      fi
+      python -P -m mtl_perception.bench "${common[@]}" --device cuda --engines torch,onnxruntime \
+        --out "$work/bench_engines_cuda" || fail "onnxruntime on the CUDA EP: mtl_perception.bench exited $?" ;;
+    *) echo "onnxruntime here has no CUDAExecutionProvider (providers: ${providers:-none}): only the CPU EP ran" \
+         > "$work/logs/engines.reason" ;;
+  esac
+}
+
 # -- replay: a synthetic 1280x720 30 Hz bag through both ROS graphs at the shared budget ----
 step_replay() {
   step=replay
@@ -304,7 +331,7 @@ step_multicam() {  # issue 13: one batched multicam_node vs one multitask_node p
   cp "$work/multicam/report.md" "$out/multicam.md" || fail "no multicam report"
 }
 export -f step_install step_build step_cuda_tests step_bench_resnet50 step_bench_mobilenet_v2 step_bench_compiled step_replay \
-  step_multicam
+  step_multicam step_engines
 
 log "dry=$dry out=$out work=$work budget=${budget_s}s steps: $steps"
 if [ "$dry" = 1 ] && [ ! -f "$repo_root/.ws/.mtl_perception_build_stamp" ]; then
@@ -315,6 +342,7 @@ run_step build 180 step_build
 run_step cuda_tests 150 step_cuda_tests
 run_step bench_resnet50 150 step_bench_resnet50
 run_step bench_mobilenet_v2 120 step_bench_mobilenet_v2
+run_step engines 120 step_engines
 run_step replay 240 step_replay
 run_step bench_compiled 300 step_bench_compiled
 run_step multicam 180 step_multicam

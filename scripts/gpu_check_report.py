@@ -20,7 +20,8 @@ import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-BENCH_RUNS = ("bench_resnet50", "bench_mobilenet_v2", "bench_compiled_resnet50", "bench_compiled_mobilenet_v2")
+BENCH_RUNS = ("bench_resnet50", "bench_mobilenet_v2", "bench_compiled_resnet50", "bench_compiled_mobilenet_v2",
+              "bench_engines_cpu", "bench_engines_cuda")
 HEADLINE_RUNS = ("bench_resnet50", "bench_compiled_resnet50")  # ResNet-50 512x512: the issue's Predictor target
 LOG_TAIL_BYTES = 400_000
 # (key, what, comparison, threshold, unit), from issue 10 "Targets, H100/H200 class".

@@ -240,3 +240,23 @@ def test_report_judges_gpu_figures_against_the_targets(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| 1.646 x (>= 1.65) | FAIL |" in summary
     assert "| 1 frames (<= 0) | FAIL |" in summary
+
+
+def test_dry_engine_step_runs_onnxruntime_on_the_cpu_ep_and_says_the_cuda_ep_is_absent(tmp_path):
+    import onnxruntime
+
+    proc, out = run_dry(tmp_path, "engines", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    step = _steps(results)["engines"]
+    assert step["status"] == "ok"
+    assert "CUDAExecutionProvider" not in onnxruntime.get_available_providers()  # this CPU's onnxruntime
+    assert "no CUDAExecutionProvider" in step["reason"] and "CPUExecutionProvider" in step["reason"]
+    bench = results["bench"]["bench_engines_cpu"]
+    engines = {(v["engine"], v["status"]) for v in bench["variants"]}
+    assert engines == {("torch", "ok"), ("onnxruntime", "ok")}
+    ort = next(v for v in bench["variants"] if v["engine"] == "onnxruntime")
+    assert ort["results"]["multitask"]["execution_provider"] == "CPUExecutionProvider"
+    assert "bench_engines_cuda" not in results["bench"]
+    text = (out / "bench.md").read_text()
+    assert "## Engines side by side" in text and "| onnxruntime | CPUExecutionProvider | fp32 |" in text

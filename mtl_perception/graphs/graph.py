@@ -7,7 +7,7 @@ parameter YAML (``config/mtl_perception.yaml``), so there is one source of truth
     python -m mtl_perception.graphs.graph multitask [--params config/mtl_perception.yaml]
         [--namespace NS] [--camera-topic /camera/image_raw] [--checkpoint PATH]
         [--device auto|cuda|cuda:N|cpu] [--backend auto|torch|onnxruntime] [--precision fp32|int8|...]
-        [--engine-cache-dir DIR] [--use-lifecycle] [--input-transport raw|compressed]
+        [--engine-cache-dir DIR] [--calibration BAG_OR_FOLDER] [--use-lifecycle] [--input-transport raw|compressed]
         [--reliability best_effort|reliable] [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
     python -m mtl_perception.graphs.graph naive [--segmentation-checkpoint P] [--detection-checkpoint P] ...
     python -m mtl_perception.graphs.graph multitask_multicam [--cameras front,down] [--checkpoint PATH] ...
@@ -46,7 +46,8 @@ from mtl_perception.ros.paths import PACKAGE, resolve_package_path
 DEFAULT_PARAMS = "config/mtl_perception.yaml"
 # Graph arguments that map to the same-named parameter of every inference node.
 _CAMERA_ARGUMENTS = ("input_transport", "reliability")
-_INFERENCE_ARGUMENTS = ("device", "backend", "precision", "engine_cache_dir", "cpu_threads", *_CAMERA_ARGUMENTS)
+_INFERENCE_ARGUMENTS = ("device", "backend", "precision", "engine_cache_dir", "calibration", "cpu_threads",
+                        *_CAMERA_ARGUMENTS)
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,12 @@ GRAPHS: dict[str, tuple[NodeSpec, ...]] = {
 }
 
 
-ENGINE_ARGUMENTS = ("backend", "precision", "engine_cache_dir")
+ENGINE_ARGUMENTS = ("backend", "precision", "engine_cache_dir", "calibration")
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--precision``, ``--engine-cache-dir`` (graph, replay, compare CLIs): the nodes' engine."""
+    """``--backend``, ``--precision``, ``--engine-cache-dir``, ``--calibration`` (graph, replay, compare
+    CLIs): the nodes' engine."""
     parser.add_argument("--backend", choices=BACKENDS,
                         help="inference engine of every node: auto (onnxruntime on the CPU) | torch | onnxruntime "
                              "(default: the YAML's)")
@@ -81,6 +83,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 | fp16 | bf16 (torch) | int8 (onnxruntime on the CPU: int8 .onnx checkpoints) "
                              "(default: the YAML's)")
     parser.add_argument("--engine-cache-dir", help="where .pt checkpoints' ONNX exports are cached (default: the YAML's)")
+    parser.add_argument("--calibration", help="precision int8 from a .pt checkpoint: a rosbag or image folder of this "
+                                              "camera's frames to calibrate on (default: the YAML's)")
 
 
 def camera_list(value: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -94,7 +98,8 @@ def node_overrides(graph: str, arguments: dict[str, object]) -> dict[str, dict[s
 
     Arguments: ``checkpoint`` (multitask, multitask_multicam), ``cameras`` (multitask_multicam: a
     list or comma-separated names), ``segmentation_checkpoint``, ``detection_checkpoint`` (naive), ``device``,
-    ``backend``, ``precision``, ``engine_cache_dir``, ``cpu_threads``, ``input_transport``, ``reliability``,
+    ``backend``, ``precision``, ``engine_cache_dir``, ``calibration``, ``cpu_threads``, ``input_transport``,
+    ``reliability``,
     ``use_lifecycle``.
     ``reliability`` and ``input_transport`` also reach overlay_node's camera subscription.
     """

@@ -75,7 +75,8 @@ def _graph_nodes(context, graph: str):
                          _positive_int("cpu_threads", get("cpu_threads")))
     arguments = {name: get(name) for name, _ in _CHECKPOINT_ARGUMENTS[graph]}
     arguments.update(budget.node_arguments())
-    arguments.update({name: get(name) for name in ("input_transport", "reliability", "backend", "precision")})
+    arguments.update({name: get(name) for name in ("input_transport", "reliability", "backend", "precision",
+                                                     "calibration")})
     use_lifecycle = _boolean("use_lifecycle", get("use_lifecycle"))
     arguments["use_lifecycle"] = use_lifecycle
     overrides = node_overrides(graph, arguments)
@@ -107,7 +108,7 @@ def _graph_nodes(context, graph: str):
 
 
 def graph_launch_description(graph: str) -> LaunchDescription:
-    """Arguments: camera_topic, checkpoint(s), device, backend, precision, params_file, namespace, use_lifecycle, use_rviz,
+    """Arguments: camera_topic, checkpoint(s), device, backend, precision, calibration, params_file, namespace, use_lifecycle, use_rviz,
     input_transport, reliability, budget, graph_cpus, cpu_threads."""
     declared = [
         DeclareLaunchArgument("camera_topic", default_value="" if _per_camera_inputs(graph) else DEFAULT_CAMERA_TOPIC,
@@ -120,6 +121,9 @@ def graph_launch_description(graph: str) -> LaunchDescription:
                                           "empty = the YAML's"),
         DeclareLaunchArgument("precision", default_value="", choices=["", *PRECISIONS],
                               description="fp32 | fp16 | bf16 (torch) | int8 (onnxruntime on the CPU); empty = the YAML's"),
+        DeclareLaunchArgument("calibration", default_value="",
+                              description="precision int8 from a .pt checkpoint: rosbag or image folder to calibrate on; "
+                                          "empty = the YAML's"),
         DeclareLaunchArgument("params_file", default_value=_share("config", "mtl_perception.yaml"),
                               description="parameter YAML shared with the project CLI"),
         DeclareLaunchArgument("namespace", default_value="", description="namespace of every node and topic"),
