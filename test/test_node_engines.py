@@ -190,9 +190,16 @@ def test_a_bad_backend_precision_pair_fails_configure_naming_both(checkpoints, t
     assert not list(tmp_path.glob("*.onnx")), "refused before exporting"
 
 
-def _threads(pid: int) -> int:
-    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
-    return int(status["Threads"])
+def _threads(pid: int, samples: int = 10) -> int:
+    """The process's settled thread count: the fewest of ``samples`` reads 0.1 s apart (a thread
+    that lives for a moment, e.g. one of DDS's or a logger's, must not count)."""
+    counts = []
+    for _ in range(samples):
+        status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+        counts.append(int(status["Threads"]))
+        time.sleep(0.1)
+    return min(counts)
 
 
 def test_onnxruntime_threads_follow_cpu_threads(ros_node, checkpoints, tmp_path):
