@@ -293,3 +293,16 @@ def test_bench_frames_come_from_each_camera_topic_or_one_shared_bag(tmp_path):
                                                             "cam3": [1, 2, 3]}
     with pytest.raises(ValueError, match="2 camera topics"):
         load_frames(tmp_path / "rig", 3)
+
+
+def test_bench_report_names_the_engine_the_nodes_run(tmp_path):
+    from mtl_perception.replay.multicam_bench import engine_line
+
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    backend: auto\n    precision: fp32\n"
+                      "/**/multitask_node:\n  ros__parameters:\n    checkpoint: x.pt\n")
+    assert engine_line(str(params), {"device": "cpu"}) == "onnxruntime CPUExecutionProvider fp32"  # auto on the CPU
+    assert engine_line(str(params), {"device": "cpu", "backend": "torch"}) == "torch cpu fp32"
+    assert engine_line(str(params), {"device": "cpu", "precision": "int8"}) == "onnxruntime CPUExecutionProvider int8"
+    with pytest.raises(ValueError, match="'int8'.*'torch'"):
+        engine_line(str(params), {"device": "cpu", "backend": "torch", "precision": "int8"})

@@ -3,6 +3,7 @@
     python -m mtl_perception.replay.multicam_bench --out multicam_output [--cameras 4]
         [--bag demo_output/demo_bag] [--checkpoint checkpoints/demo_multitask.pt] [--device cpu]
         [--max-batch 0 [4 ...]] [--rate-per-camera 1] [--budget shared] [--graph-cpus 1] [--cpu-threads 1]
+        [--backend auto|torch|onnxruntime] [--precision fp32|int8|...] [--engine-cache-dir DIR]
 
 Sides, started one after the other with the same budget (:mod:`mtl_perception.graphs.budget`: every
 node process on the same CPU set with the same torch threads, or on one GPU): ``batched`` (the
@@ -32,7 +33,8 @@ from pathlib import Path
 from mtl_perception.atomic import atomic_output, write_json_atomic, write_text_atomic
 from mtl_perception.exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from mtl_perception.graphs.budget import add_budget_arguments, budget_from_args, check_device, pinned
-from mtl_perception.graphs.graph import DEFAULT_PARAMS, start_graph
+from mtl_perception.engines.backends import resolve_backend, session_providers
+from mtl_perception.graphs.graph import DEFAULT_PARAMS, ENGINE_ARGUMENTS, add_engine_arguments, node_parameters, start_graph
 from mtl_perception.replay.multicam_replay import MulticamReplay, latency_summary
 from mtl_perception.ros.paths import resolve_package_path
 from mtl_perception.replay.process_sampler import ProcessSampler
@@ -145,9 +147,21 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator and math.isfinite(denominator) and denominator > 0 else math.nan
 
 
+def engine_line(params_file: str, arguments: dict) -> str:
+    """The engine, execution provider and precision both sides' nodes run (the YAML and the
+    arguments, through the nodes' own backend policy)."""
+    params = node_parameters("multitask", params_file, arguments)["multitask_node"]
+    device_type = "cuda" if str(params.get("device", "cpu")).startswith("cuda") else "cpu"
+    precision = str(params.get("precision", "fp32"))
+    engine = resolve_backend(str(params.get("backend", "auto")), device_type, precision)
+    provider = session_providers(device_type)[0] if engine == "onnxruntime" else device_type
+    return f"{engine} {provider} {precision}"
+
+
 def report_markdown(report: dict) -> str:
     lines = [f"# {report['cameras_count']} cameras: one batched node vs one node per camera", "",
              f"Budget: {report['budget']['line']}.", f"Machine: {report['machine']}.",
+             f"Engine (every node): {report.get('engine', 'unknown')}.",
              f"Frames: {report['bag']} (per camera: {', '.join(f'{c} {n}' for c, n in report['frames'].items())}), "
              f"checkpoint {report['checkpoint']}.", "",
              "| side | processes | RSS (MB) | aggregate peak (fps) | CPU used in the search (% of one core) "
@@ -225,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--high-hz", type=float, default=32.0, help="peak search: highest aggregate rate")
     parser.add_argument("--steps", type=int, default=4, help="peak search bisections")
     parser.add_argument("--machine", default="", help="machine description for the report (default: CPU count)")
+    add_engine_arguments(parser)
     add_budget_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -242,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     cameras = list(frames)
     checkpoint = str(resolve_package_path(args.checkpoint))
-    node_arguments = {"checkpoint": checkpoint, "device": args.device}
+    node_arguments = {"checkpoint": checkpoint, "device": args.device,
+                      **{name: getattr(args, name) for name in ENGINE_ARGUMENTS if getattr(args, name)}}
+    try:
+        engine = engine_line(args.params, node_arguments)
+    except ValueError as exc:
+        print(f"multicam_bench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     load_start = os.getloadavg()[0]
     sides = []
     try:
@@ -264,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     naive = sides[-1]
     report = {"cameras_count": args.cameras, "cameras": cameras, "bag": str(args.bag),
               "frames": {camera: len(messages) for camera, messages in frames.items()},
-              "checkpoint": args.checkpoint, "device": args.device, "budget": budget.as_dict(), "machine": machine,
+              "checkpoint": args.checkpoint, "device": args.device, "engine": engine, "budget": budget.as_dict(),
+              "machine": machine,
               "rate_per_camera_hz": args.rate_per_camera, "sides": sides,
               "versus_per_camera": {side["side"]: {"memory_x": ratio(naive["rss_mb"], side["rss_mb"]),
                                                     "throughput_x": ratio(side["peak"]["peak_fps"], naive["peak"]["peak_fps"]),
