@@ -72,9 +72,14 @@ setup(
         "tensorboard",
         "psutil",
         "tifffile",
+        # The nodes' default engine (backend auto) on the CPU: onnxruntime, running the
+        # checkpoint's ONNX export (torch.onnx's dynamo exporter needs onnx and onnxscript).
+        "onnx",
+        "onnxscript",
+        "onnxruntime",
     ],
     extras_require={
-        "export": ["onnx", "onnxscript", "onnxruntime"],
+        "export": [],  # kept for old install commands: the export tools are core now
         "test": ["pytest", "pytest-timeout"],
     },
     # Command-line tools of the ROS-free core. The modules arrive with their
