@@ -2,7 +2,9 @@
 
 Links, images and ``#anchors`` resolve (GitHub's heading slugs); every ``make`` target, console
 script, ``bin/`` tool, ``python -m`` module, launch file and launch argument (``name:=``) they
-name exists; the README stays at most 300 lines; no issue numbers. Each checker returns the
+name exists; the README stays at most 300 lines; no issue numbers; the package's version is
+the same in mtl_perception/__init__.py (read by setup.py), package.xml and the CHANGELOG's newest
+release. Each checker returns the
 offenders by name, so a failure says which one; the first tests run the checkers on small
 hand-written documents whose offenders are known, so they are seen to fail.
 """
@@ -384,3 +386,29 @@ def test_the_launch_argument_reader_agrees_with_launch():
 
 def test_no_issue_numbers_in_user_documents():
     assert issue_references(REPO, DOCUMENTS) == []
+
+
+def package_versions(root=REPO):
+    """(__version__ of the Python package, <version> of package.xml, newest released version of
+    CHANGELOG.md), each read on its own: ast, the XML parser, the Markdown headings."""
+    import xml.etree.ElementTree as ElementTree
+
+    python_version = next(node.value.value for node in ast.parse((root / "mtl_perception" / "__init__.py").read_text()).body
+                          if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__version__")
+    xml_version = ElementTree.parse(root / "package.xml").getroot().findtext("version").strip()
+    released = re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}\s*$", (root / "CHANGELOG.md").read_text(), re.MULTILINE)
+    return python_version, xml_version, released[0] if released else None
+
+
+def test_version_reader_sees_a_disagreement(tmp_path):
+    (tmp_path / "mtl_perception").mkdir()
+    (tmp_path / "mtl_perception" / "__init__.py").write_text('"""doc"""\n__version__ = "1.3.0"\n')
+    (tmp_path / "package.xml").write_text("<package format=\"3\"><name>x</name><version> 1.2.0 </version></package>")
+    (tmp_path / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n## [1.2.0] - 2026-01-02\n\n## [1.1.0] - 2026-01-01\n")
+    assert package_versions(tmp_path) == ("1.3.0", "1.2.0", "1.2.0")
+
+
+def test_package_xml_setup_py_and_the_changelog_name_one_version():
+    """setup.py reads __version__ from mtl_perception/__init__.py; package.xml states it again."""
+    python_version, xml_version, released = package_versions()
+    assert python_version == xml_version == released
