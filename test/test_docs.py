@@ -2,11 +2,10 @@
 
 Links, images and ``#anchors`` resolve (GitHub's heading slugs); every ``make`` target, console
 script, ``bin/`` tool, ``python -m`` module, launch file and launch argument (``name:=``) they
-name exists; the README stays at most 300 lines; no issue numbers; the package's version is
-the same in mtl_perception/__init__.py (read by setup.py), package.xml and the CHANGELOG's newest
-release. Each checker returns the
-offenders by name, so a failure says which one; the first tests run the checkers on small
-hand-written documents whose offenders are known, so they are seen to fail.
+name exists; the README stays at most 300 lines; no issue numbers; one version in
+mtl_perception/__init__.py (read by setup.py), package.xml and the CHANGELOG's newest release.
+Each checker returns the offenders by name, so a failure says which one; the first tests run
+the checkers on small hand-written documents whose offenders are known, so they are seen to fail.
 """
 
 import ast
