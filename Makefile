@@ -3,7 +3,7 @@
 #   make build      incremental colcon build (needed after adding files)
 #   make test       setup + build, then the whole pytest suite
 #   make test-fast  the same without tests marked slow
-# Real ROS 2 users: colcon build in their own workspace instead (README).
+# Real ROS 2 users: colcon build in their own workspace instead (README, "On a real ROS 2 machine").
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -79,7 +79,7 @@ demo-checkpoints: setup build
 	source scripts/ros_env.sh && python -P -m mtl_perception.training.learn_report --out learn_output --checkpoints checkpoints --jobs 2
 
 # The cp312 wheels the GPU device machine lacks, into .gpu_wheels/ (gitignored); prints
-# their size with the tree's against the 64 MiB that travel (README "GPU and Jetson").
+# their size with the tree's against the 64 MiB that travel (docs/gpu.md).
 gpu-wheels: $(VENV_STAMP)
 	VENV=$(VENV) scripts/gpu_wheels.sh
 

@@ -10,4 +10,4 @@ from pkgutil import extend_path
 # the install) resolve even when the source tree comes first on sys.path.
 __path__ = extend_path(__path__, __name__)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""The exit codes of every command-line tool of the project (README: "Exit codes")."""
+"""The exit codes of every command-line tool of the project (docs/exit_codes.md)."""
 
 EXIT_OK = 0  # success
 EXIT_FAILED = 1  # runtime failure: a process, graph or step failed while running

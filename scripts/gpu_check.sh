@@ -5,7 +5,7 @@
 # graphs, then judges every figure against the targets.
 #
 #   scripts/gpu_check.sh                  on the device: run through the device tool, carrying
-#                                         .gpu_wheels (make gpu-wheels); README "GPU and Jetson"
+#                                         .gpu_wheels (make gpu-wheels); docs/gpu.md
 #   GPU_CHECK_DRY=1 scripts/gpu_check.sh  the same on this CPU with tiny counts, the dev .venv
 #                                         and .ws; CUDA-only pieces are skipped with the reason
 #

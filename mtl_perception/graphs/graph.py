@@ -223,7 +223,7 @@ def use_localhost_transport(env: dict[str, str]) -> dict[str, str]:
 
 
 def graph_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The nodes' environment: Fast DDS' LARGE_DATA transport unless set (see README)."""
+    """The nodes' environment: Fast DDS' LARGE_DATA transport unless set (see docs/dds.md)."""
     env = dict(os.environ if base is None else base)
     env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

@@ -142,7 +142,7 @@ def graph_launch_description(graph: str) -> LaunchDescription:
     ]
     return LaunchDescription([
         *declared,
-        # Fast DDS' default transport loses most large best-effort camera frames (README).
+        # Fast DDS' default transport loses most large best-effort camera frames (docs/dds.md).
         SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS",
                                EnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", default_value="LARGE_DATA")),
         OpaqueFunction(function=_graph_nodes, args=[graph]),
