@@ -251,11 +251,72 @@ class MultitaskLoss(nn.Module):
         classes = self.det_negative_seg_classes
         if classes is None:
             return targets
-        return [{**t, "negative_mask": torch.isin(t["mask"], classes.to(t["mask"].device)).to(torch.uint8)}
-                if "mask" in t and "boxes" not in t else t for t in targets]
+        out = []
+        for t in targets:
+            if "mask" in t and "boxes" not in t:
+                negative = torch.isin(t["mask"], classes.to(t["mask"].device)).to(torch.uint8)
+                if "negative_mask" in t:  # e.g. a teacher's "no object here": both are negatives
+                    negative = negative | t["negative_mask"].to(negative.device, torch.uint8)
+                t = {**t, "negative_mask": negative}
+            out.append(t)
+        return out
 
     def task_weights(self) -> dict[str, float]:
         """Current effective weight of each task (for logging)."""
         if self.log_vars is None:
             return dict(self.weights)
         return {t: float(torch.exp(-v.detach())) for t, v in self.log_vars.items()}
+
+
+def soft_segmentation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Distillation of pixel class distributions (Hinton et al. 2015): the mean over pixels of
+    KL(teacher || student), both softmaxes at ``temperature``, times ``temperature**2`` (so the
+    gradient scale does not depend on it).
+
+    Args:
+        student_logits, teacher_logits: [N, K, H, W] (the same size).
+    Returns:
+        A scalar; 0 for an empty batch.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    t = float(temperature)
+    log_student = F.log_softmax(student_logits.float() / t, dim=1)
+    log_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)  # [N, H, W]
+    return kl.mean() * t * t
+
+
+def soft_detection_loss(student_cls: torch.Tensor, student_box: torch.Tensor, teacher_cls: torch.Tensor,
+                        teacher_box: torch.Tensor, temperature: float, confident_score: float) -> dict[str, torch.Tensor]:
+    """Distillation of the SSD outputs on the same anchors.
+
+    * ``loss_soft_cls``: the mean over anchors of KL(teacher || student) of the anchor class
+      distributions (background included) at ``temperature``, times ``temperature**2``;
+    * ``loss_soft_box``: L1 between the box offsets (summed over the 4 coordinates, mean over
+      anchors) on the teacher's confident anchors: its best foreground probability (temperature
+      1) >= ``confident_score``; 0 where it has none.
+
+    Args:
+        student_cls, teacher_cls: [N, A, C + 1]; student_box, teacher_box: [N, A, 4].
+    """
+    if student_cls.shape != teacher_cls.shape or student_box.shape != teacher_box.shape:
+        raise ValueError(f"student outputs {tuple(student_cls.shape)}/{tuple(student_box.shape)} and teacher outputs "
+                         f"{tuple(teacher_cls.shape)}/{tuple(teacher_box.shape)} differ: the teacher needs the "
+                         "student's default boxes (same anchor settings and input size)")
+    zero = student_cls.sum() * 0.0 + student_box.sum() * 0.0
+    if student_cls.shape[0] == 0:
+        return {"loss_soft_cls": zero, "loss_soft_box": zero}
+    t = float(temperature)
+    log_student = F.log_softmax(student_cls.float() / t, dim=-1)
+    log_teacher = F.log_softmax(teacher_cls.float() / t, dim=-1)
+    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
+    confident = F.softmax(teacher_cls.float(), dim=-1)[..., 1:].max(dim=-1).values >= confident_score
+    if confident.any():
+        box = (student_box.float()[confident] - teacher_box.float()[confident]).abs().sum(dim=-1).mean()
+    else:
+        box = zero
+    return {"loss_soft_cls": kl.mean() * t * t, "loss_soft_box": box}

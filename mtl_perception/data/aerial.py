@@ -37,7 +37,11 @@ SOLARIS_CLASS_MAP = ClassMap(name="solaris_buildings", segmentation=("background
 DEEPFOREST_HELDOUT = ("OSBS_029", "2019_YELL_2_541000_4977000_image_crop")
 SOLARIS_IMAGE = "sample_geotiff.tif"
 SOLARIS_MASK = "sample_fp_mask_from_geojson.tif"
-SPLITS = ("all", "train", "heldout")
+SPLITS = ("all", "train", "heldout", "fit", "val")
+# The validation split for recipe choices, cut from the training images (no pixel of the held-out
+# tiles): ``train`` = ``fit`` + ``val``, and ``fit`` and ``val`` never share a pixel.
+DEEPFOREST_VAL_FROM_ROW = 2000  # rows from here down of each training image are val (the YELL crop's last 472)
+SOLARIS_VAL_FROM_COLUMN = 2 / 3  # of the train rows, the columns right of this fraction are val
 
 
 def package_data_dir(package: str, version: str) -> Path:
@@ -173,8 +177,10 @@ def deepforest_tree_split(
     transforms: JointTransformFn | None = None,
 ) -> TiledDataset:
     """deepforest trees cut into ``tile_size`` tiles; ``split`` picks whole images:
-    ``'heldout'`` the stems in ``heldout``, ``'train'`` the others, ``'all'`` every image.
-    ``edge`` (see :class:`TiledDataset`) defaults to ``'partial'`` for held out, else ``'shift'``."""
+    ``'heldout'`` the stems in ``heldout``, ``'train'`` the others, ``'all'`` every image; and of the
+    training images ``'fit'`` the rows above :data:`DEEPFOREST_VAL_FROM_ROW`, ``'val'`` the rows
+    from it down (the validation split for recipe choices; the two share no pixel).
+    ``edge`` (see :class:`TiledDataset`) defaults to ``'partial'`` for held out and val, else ``'shift'``."""
     _check_split(split)
     every = DeepForestTrees(data_dir=data_dir, det_classes=det_classes)
     stems = [r[0] for r in every.records]
@@ -185,8 +191,10 @@ def deepforest_tree_split(
         stems = [s for s in stems if (s in heldout) == (split == "heldout")]
     base = DeepForestTrees(stems, data_dir=data_dir, det_classes=det_classes)
     if edge is None:
-        edge = "partial" if split == "heldout" else "shift"
-    return TiledDataset(base, tile_size, stride, edge=edge, transforms=transforms)
+        edge = "partial" if split in ("heldout", "val") else "shift"
+    far = 1 << 30  # the region is clipped to each image
+    region = {"fit": (0, 0, DEEPFOREST_VAL_FROM_ROW, far), "val": (DEEPFOREST_VAL_FROM_ROW, 0, far, far)}.get(split)
+    return TiledDataset(base, tile_size, stride, edge=edge, region=region, transforms=transforms)
 
 
 def solaris_building_split(
@@ -199,14 +207,20 @@ def solaris_building_split(
     transforms: JointTransformFn | None = None,
 ) -> TiledDataset:
     """Tiles of the solaris tile; ``'train'`` tiles lie in the top ``1 - heldout_fraction`` of the
-    rows, ``'heldout'`` tiles in the bottom rows, so the two never share a pixel."""
+    rows, ``'heldout'`` tiles in the bottom rows, so the two never share a pixel. Of the train
+    rows, ``'val'`` tiles lie right of :data:`SOLARIS_VAL_FROM_COLUMN` of the width (non-overlapping
+    tiles) and ``'fit'`` tiles left of it."""
     _check_split(split)
     if not 0 < heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
     base = SolarisBuildings(data_dir=data_dir, seg_classes=seg_classes)
     height, width = base.image_size(0)
     boundary = int(round(height * (1 - heldout_fraction)))
-    region = {"all": None, "train": (0, 0, boundary, width), "heldout": (boundary, 0, height, width)}[split]
+    column = int(round(width * SOLARIS_VAL_FROM_COLUMN))
+    region = {"all": None, "train": (0, 0, boundary, width), "heldout": (boundary, 0, height, width),
+              "fit": (0, 0, boundary, column), "val": (0, column, boundary, width)}[split]
+    if split == "val":
+        stride = None
     return TiledDataset(base, tile_size, stride, region=region, transforms=transforms)
 
 

@@ -10,6 +10,7 @@ Top-level sections (see ``config/train/demo_aerial.yaml`` for a commented exampl
     optimizer: {...}
     schedule: {...}
     loss: {...}
+    distill: {...}             # DistillConfig: single-task teachers for the missing task (off by default)
     train: {...}
     eval: {...}
 
@@ -90,6 +91,38 @@ class LossConfig:
     det_negative_seg_classes: list[str] | None = None
 
 
+DISTILL_TASKS = ("segmentation", "detection")
+
+
+@dataclass
+class DistillConfig:
+    """Cross-task teachers (the ``distill`` section; off while ``teachers`` is empty).
+
+    Every sample is labelled for one task; a frozen single-task teacher labels the other:
+
+    * ``pseudo_labels[task]``: the missing task gets hard pseudo-labels: segmentation the
+      teacher's argmax where its top probability is >= ``seg_min_confidence`` (else ignored);
+      detection the teacher's boxes after NMS scoring >= ``det_score_threshold`` as ground truth,
+      anchors mostly inside boxes scoring in [``det_ignore_score``, ``det_score_threshold``)
+      ignored, and with no confident box the tile's anchors outside those boxes as negatives.
+    * ``soft_weight[task]`` (> 0): the labelled task adds a soft term against its teacher at
+      ``temperature[task]``: KL of the pixel class distributions; for detection KL of the
+      anchor class scores plus box L1 on the teacher's confident anchors.
+    """
+
+    teachers: dict[str, str] = field(default_factory=dict)  # task -> single-task checkpoint
+    pseudo_labels: dict[str, bool] = field(default_factory=lambda: {"segmentation": True, "detection": True})
+    soft_weight: dict[str, float] = field(default_factory=lambda: {"segmentation": 0.0, "detection": 0.0})
+    temperature: dict[str, float] = field(default_factory=lambda: {"segmentation": 2.0, "detection": 2.0})
+    seg_min_confidence: float = 0.7
+    det_score_threshold: float = 0.5
+    det_ignore_score: float = 0.2
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teachers)
+
+
 @dataclass
 class RunConfig:
     """The ``train`` section."""
@@ -134,6 +167,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     train: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -181,6 +215,7 @@ class TrainConfig:
              "must be float32 or float16"),
             (self.eval.batch_size >= 1, "eval.batch_size", "must be >= 1"),
             (bool(self.data.train), "data.train", "needs at least one source"),
+            *self._distill_checks(),
             (all(s.per_batch >= 1 for s in self.data.train), "data.train[].per_batch", "must be >= 1"),
         ]
         for ok, key, why in checks:
@@ -206,6 +241,28 @@ class TrainConfig:
             raise ConfigError(f"unknown key augmentation.{unknown[0]}")
         if "resize" in self.augmentation:
             raise ConfigError("augmentation.resize follows the model; set model.resize (stretch | letterbox) instead")
+
+    def _distill_checks(self) -> list[tuple[bool, str, str]]:
+        d = self.distill
+        maps = (("teachers", d.teachers), ("pseudo_labels", d.pseudo_labels), ("soft_weight", d.soft_weight),
+                ("temperature", d.temperature))
+        checks = [(isinstance(v, Mapping) and set(v) <= set(DISTILL_TASKS), f"distill.{k}",
+                   "keys must be segmentation and/or detection") for k, v in maps]
+        checks += [
+            (all(isinstance(p, str) and p for p in (d.teachers or {}).values()) if isinstance(d.teachers, Mapping)
+             else False, "distill.teachers", "values must be checkpoint paths"),
+            (all(isinstance(w, (int, float)) and w >= 0 for w in (d.soft_weight or {}).values())
+             if isinstance(d.soft_weight, Mapping) else False, "distill.soft_weight", "values must be >= 0"),
+            (all(isinstance(t, (int, float)) and t > 0 for t in (d.temperature or {}).values())
+             if isinstance(d.temperature, Mapping) else False, "distill.temperature", "values must be > 0"),
+            (0 < d.seg_min_confidence <= 1, "distill.seg_min_confidence", "must be in (0, 1]"),
+            (0 < d.det_score_threshold <= 1, "distill.det_score_threshold", "must be in (0, 1]"),
+            (0 < d.det_ignore_score <= d.det_score_threshold, "distill.det_ignore_score",
+             "must be in (0, det_score_threshold]"),
+            (not d.teachers or all(t in self.tasks for t in d.teachers) if isinstance(d.teachers, Mapping) else False,
+             "distill.teachers", f"must name tasks of the model ({', '.join(self.tasks)})"),
+        ]
+        return checks
 
     def model_config(self, class_names: Mapping[str, list[str]]) -> ModelConfig:
         """The :class:`ModelConfig` for :attr:`task` and ``class_names`` (per task)."""
@@ -249,6 +306,7 @@ _SECTIONS = {
     "optimizer": OptimizerConfig,
     "schedule": ScheduleConfig,
     "loss": LossConfig,
+    "distill": DistillConfig,
     "train": RunConfig,
     "eval": EvalConfig,
 }

@@ -10,19 +10,21 @@ import torch
 from torch import nn
 
 from ..evaluation.scores import TaskScores
-from ..losses import MultitaskLoss
-from ..models.nets import PerceptionNet
+from ..losses import MultitaskLoss, soft_detection_loss, soft_segmentation_loss
+from ..models.nets import BBOX_REGRESSION, CLS_LOGITS, SEG_LOGITS, PerceptionNet
 from ..postprocess import DetectionParams
 from ..predictor import Predictor
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-LOSS_KEYS = ("loss", "loss_seg", "loss_box", "loss_cls")
+LOSS_KEYS = ("loss", "loss_seg", "loss_box", "loss_cls", "loss_soft_seg", "loss_soft_cls", "loss_soft_box")
 
 
 class TrainingModule(nn.Module):
     """Network plus loss in one module, so DDP synchronises the learned task weights too.
 
-    ``forward(images, targets)`` returns the loss dict of :class:`MultitaskLoss`.
+    ``forward(images, targets, soft)`` returns the loss dict of :class:`MultitaskLoss`, plus the
+    soft terms against the teachers' outputs in ``soft`` (:meth:`Teachers.label
+    <mtl_perception.training.teachers.Teachers.label>`), each weighted into ``loss``.
     """
 
     def __init__(self, model: PerceptionNet, loss: MultitaskLoss):
@@ -32,9 +34,25 @@ class TrainingModule(nn.Module):
         anchors = model.anchors(model.config.input_size) if model.config.has_detection else torch.zeros(0, 4)
         self.register_buffer("anchors", anchors, persistent=False)
 
-    def forward(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, targets: list[dict], soft: dict | None = None) -> dict[str, torch.Tensor]:
         outputs = self.model(images)
-        return self.loss(outputs, targets, self.anchors if self.model.config.has_detection else None)
+        losses = self.loss(outputs, targets, self.anchors if self.model.config.has_detection else None)
+        if soft:
+            total = losses["loss"]
+            if "segmentation" in soft:
+                term = soft["segmentation"]
+                losses["loss_soft_seg"] = soft_segmentation_loss(outputs[SEG_LOGITS][term["index"]], term["logits"],
+                                                                 term["temperature"])
+                total = total + term["weight"] * losses["loss_soft_seg"]
+            if "detection" in soft:
+                term = soft["detection"]
+                index = term["index"]
+                losses.update(soft_detection_loss(outputs[CLS_LOGITS][index], outputs[BBOX_REGRESSION][index],
+                                                  term["cls_logits"], term["bbox_regression"], term["temperature"],
+                                                  term["confident_score"]))
+                total = total + term["weight"] * (losses["loss_soft_cls"] + losses["loss_soft_box"])
+            losses["loss"] = total
+        return losses
 
 
 def move_targets(targets: list[dict], device: torch.device) -> list[dict]:
@@ -58,12 +76,14 @@ def train_step(
     parameters: Sequence[nn.Parameter],
     amp: str = "none",
     grad_clip: float | None = None,
+    soft: dict | None = None,
 ) -> dict[str, float]:
     """Forward, backward (scaled for fp16), optional clipping, optimizer step.
 
     Args:
         module: a :class:`TrainingModule`, possibly wrapped in DDP.
         images: uint8 [B, 3, H, W] on the device; targets: per-sample dicts on the device.
+        soft: the teachers' outputs for the soft terms (see :class:`TrainingModule`), or None.
         parameters: everything the optimizer updates (for gradient clipping).
     Returns:
         Loss parts as floats, plus ``grad_norm`` (before clipping; NaN when not clipped)
@@ -71,7 +91,7 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(images.device, amp):
-        losses = module(images, targets)
+        losses = module(images, targets, soft) if soft else module(images, targets)
     loss = losses["loss"]
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite loss {loss.item()} (parts: "

@@ -37,6 +37,7 @@ from .distributed import (DistContext, barrier, broadcast_buffers, context_from_
 from .engine import TrainingModule, evaluate, move_targets, train_step
 from .optim import build_optimizer, build_scheduler
 from .state import capture_rng_state, load_training_state, restore_rng_state, save_training_state
+from .teachers import Teachers
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,9 @@ class Trainer:
                                   seg_class_weights=config.loss.seg_class_weights,
                                   negative_iou=config.loss.negative_iou,
                                   det_negative_seg_classes=self._negative_classes(config)).to(self.device)
+        self.teachers = Teachers(config.distill, self.class_names, tuple(self.model_config.input_size), self.device,
+                                 self._negative_classes(config)) if config.distill.enabled else None
+        self.student_seconds = 0.0  # time in the student's training steps (teachers apart)
         self.module = TrainingModule(self.model, self.loss).to(self.device)
         self.wrapped: torch.nn.Module = self.module
         if self.context.enabled:
@@ -331,8 +335,13 @@ class Trainer:
                 for images, targets in loader:
                     images = images.to(self.device, non_blocking=True)
                     targets = move_targets(targets, self.device)
+                    soft = None
+                    if self.teachers:
+                        targets, soft = self.teachers.label(images, targets)
+                    step_start = time.perf_counter()
                     losses = train_step(self.wrapped, images, targets, self.optimizer, self.scaler, self.parameters,
-                                        self.amp, cfg.grad_clip)
+                                        self.amp, cfg.grad_clip, soft)
+                    self.student_seconds += time.perf_counter() - step_start
                     self.scheduler.step()
                     self.step += 1
                     self.batches_done += 1
@@ -371,6 +380,9 @@ class Trainer:
             "wall_time_s": time.perf_counter() - start_time,
             "steps_this_session": self.step - start_step,
             "best": self.best,
+            "student_step_s": self.student_seconds,
+            "teacher_s": self.teachers.seconds if self.teachers else 0.0,
+            "teachers": dict(self.config.distill.teachers),
             "final_metrics": self.last_metrics,
             "class_names": self.class_names,
         }
@@ -413,5 +425,8 @@ class Trainer:
         lr = max(group["lr"] for group in self.optimizer.param_groups)  # the branches' lr
         weights = self.loss.task_weights()
         self._log_scalars("train", {**means, "lr": lr, **{f"weight_{k}": v for k, v in weights.items()}})
-        parts = " ".join(f"{k} {means[k]:.4f}" for k in ("loss", "loss_seg", "loss_box", "loss_cls") if k in means)
-        log.info("step %d/%d epoch %d %s lr %.3g", self.step, self.total_steps, self.epoch, parts, lr)
+        parts = " ".join(f"{k} {means[k]:.4f}" for k in ("loss", "loss_seg", "loss_box", "loss_cls", "loss_soft_seg",
+                                                          "loss_soft_cls", "loss_soft_box") if k in means)
+        timing = (f" (time so far: student steps {self.student_seconds:.0f} s, teachers {self.teachers.seconds:.0f} s)"
+                  if self.teachers else "")
+        log.info("step %d/%d epoch %d %s lr %.3g%s", self.step, self.total_steps, self.epoch, parts, lr, timing)
