@@ -79,6 +79,32 @@ def pseudo_boxes(detections: Mapping[str, torch.Tensor], score_threshold: float,
     return {"negative_mask": 1 - uncertain}
 
 
+def load_teacher(task: str, path: str, class_names: Mapping[str, Sequence[str]], input_size: tuple[int, int],
+                 device: torch.device) -> Predictor:
+    """The teacher of ``task``: the checkpoint's network in a torch Predictor at the student's
+    input size, in eval mode, without gradients.
+
+    Raises:
+        ConfigError: unreadable checkpoint, no ``task`` branch, or other ``task`` classes than
+            the student's (the message names both lists).
+    """
+    try:
+        predictor = Predictor(path, device=str(device), backend="torch", input_size=tuple(input_size), warmup=0)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ConfigError(f"distill.teachers.{task}: cannot load {path}: {exc}") from exc
+    if task not in predictor.tasks:
+        raise ConfigError(f"distill.teachers.{task}: {path} has no {task} branch (its tasks: "
+                          f"{', '.join(predictor.tasks)})")
+    theirs, ours = list(predictor.class_names[task]), list(class_names[task])
+    if theirs != ours:
+        raise ConfigError(f"distill.teachers.{task}: the teacher's {task} classes {theirs} differ from the "
+                          f"student's {ours} ({path})")
+    predictor.model.eval()
+    for parameter in predictor.model.parameters():
+        parameter.requires_grad_(False)
+    return predictor
+
+
 class Teachers:
     """The run's teachers (``distill.teachers``), frozen, and what they add to a batch.
 
@@ -89,6 +115,9 @@ class Teachers:
         device: where the teachers run.
         negative_classes: segmentation class indices whose pixels hold no detection object
             (``loss.det_negative_seg_classes``); pseudo boxes lying on them are dropped.
+        predictors: task -> teacher, instead of loading ``config.teachers`` (:func:`load_teacher`);
+            anything with the Predictor's ``forward`` (and, for detection, ``anchors``,
+            ``box_coder`` and ``resize``).
 
     Raises:
         ConfigError: a teacher without the task it is named for, or whose classes of that task
@@ -96,27 +125,13 @@ class Teachers:
     """
 
     def __init__(self, config: DistillConfig, class_names: Mapping[str, Sequence[str]], input_size: tuple[int, int],
-                 device: torch.device, negative_classes: Sequence[int] | None = None):
+                 device: torch.device, negative_classes: Sequence[int] | None = None,
+                 predictors: Mapping[str, Any] | None = None):
         self.config = config
         self.device = device
         self.negative_classes = torch.tensor(list(negative_classes), device=device) if negative_classes else None
-        self.predictors: dict[str, Predictor] = {}
-        for task, path in config.teachers.items():
-            try:
-                predictor = Predictor(path, device=str(device), backend="torch", input_size=tuple(input_size), warmup=0)
-            except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                raise ConfigError(f"distill.teachers.{task}: cannot load {path}: {exc}") from exc
-            if task not in predictor.tasks:
-                raise ConfigError(f"distill.teachers.{task}: {path} has no {task} branch (its tasks: "
-                                  f"{', '.join(predictor.tasks)})")
-            theirs, ours = list(predictor.class_names[task]), list(class_names[task])
-            if theirs != ours:
-                raise ConfigError(f"distill.teachers.{task}: the teacher's {task} classes {theirs} differ from the "
-                                  f"student's {ours} ({path})")
-            predictor.model.eval()
-            for parameter in predictor.model.parameters():
-                parameter.requires_grad_(False)
-            self.predictors[task] = predictor
+        self.predictors: dict[str, Any] = dict(predictors) if predictors is not None else {
+            task: load_teacher(task, path, class_names, input_size, device) for task, path in config.teachers.items()}
         self.seconds = 0.0  # time in teacher passes (and pseudo-labelling)
 
     def __bool__(self) -> bool:
