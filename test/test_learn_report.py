@@ -17,56 +17,90 @@ from mtl_perception.checkpoint import load_checkpoint
 from mtl_perception.data.build import build_dataset
 from mtl_perception.training.config import config_from_dict, load_config
 from mtl_perception.training.engine import evaluate
-from mtl_perception.training.learn_report import DEFAULT_CONFIG, build_report
+from mtl_perception.training.learn_report import DEFAULT_CONFIG, build_report, heldout_sources
 from mtl_perception.training.trainer import Trainer
 from test_training import iou_by_hand, make_tiny_data, restore_torch_threads, tiny_config_dict  # noqa: F401
 
 
-def test_report_trains_the_models_at_one_budget_and_writes_md_json_curves_and_checkpoints(tmp_path):
+def test_report_trains_every_model_per_seed_with_teachers_and_writes_md_json_curves_and_checkpoints(tmp_path):
     sets = make_tiny_data(tmp_path / "data")
     # 6 samples per source, 2 per batch: 3 steps per epoch; evaluations after epochs 1 and 2.
     config = config_from_dict(tiny_config_dict(sets, train={"max_steps": 6, "eval_every_epochs": 1}))
-    out = tmp_path / "learn_output"
+    out, checkpoints = tmp_path / "learn_output", tmp_path / "checkpoints"
     # Two trainings at a time, each in its own process (the runs are independent).
-    build_report(config, out, "learn_report --out learn_output", checkpoints=tmp_path / "checkpoints", jobs=2)
+    build_report(config, out, "learn_report --out learn_output", checkpoints=checkpoints, jobs=2, seeds=(0, 1),
+                 publish=tmp_path / "docs")
     saved = json.loads((out / "learn_report.json").read_text())
-    assert saved["steps"] == 6 and saved["batch"] == {"detection": 2, "segmentation": 2}
-    assert {task: run["steps"] for task, run in saved["runs"].items()} == {
-        "multitask": 6, "segmentation": 6, "detection": 6, "multitask_groupnorm": 6}
+    names = {f"{model}_seed{seed}" for model in ("segmentation", "detection", "multitask", "multitask_teachers")
+             for seed in (0, 1)}
+    assert saved["steps"] == 6 and saved["batch"] == {"detection": 2, "segmentation": 2} and saved["seeds"] == [0, 1]
+    assert {name: run["steps"] for name, run in saved["runs"].items()} == {name: 6 for name in names}
     assert saved["config"] == config.to_dict()
+    # Each seed's multitask + teachers run learned from that seed's single-task networks.
+    for seed in (0, 1):
+        teachers = saved["runs"][f"multitask_teachers_seed{seed}"]["teachers"]
+        assert teachers == {task: str(out / "runs" / f"{task}_seed{seed}" / "last.pt")
+                            for task in ("segmentation", "detection")}
+        assert saved["runs"][f"multitask_seed{seed}"]["teachers"] == {}
+        assert saved["runs"][f"multitask_teachers_seed{seed}"]["teacher_s"] > 0
     results = saved["results"]
-    assert set(results) == {"untrained", "multitask", "segmentation", "detection", "multitask_groupnorm"}
-    assert results["segmentation"]["tree_ap50_voc"] is None and results["detection"]["seg_miou"] is None
-    # The table's mIoU is what the shipped multitask weights score, counted pixel by pixel.
-    by_hand = np.nanmean(iou_by_hand(tmp_path / "checkpoints" / "demo_multitask.pt", build_dataset(sets["seg_val"]), 2))
-    assert results["multitask"]["seg_miou"] == pytest.approx(by_hand, abs=0.01)
-    # The GroupNorm variant really has GroupNorm branches (no running statistics outside the trunk).
-    variant = load_checkpoint(out / "runs" / "multitask_groupnorm" / "last.pt")
-    assert variant.config.head_norm == "group" and variant.config.tasks == ("segmentation", "detection")
-    assert not [k for k in variant.state_dict if "running_mean" in k and not k.startswith("trunk.")]
+    assert set(results) == names | {"untrained"}
+    assert results["segmentation_seed0"]["tree_ap50_voc"] is None and results["detection_seed1"]["seg_miou"] is None
+    # The held-out mIoU of a run is what its last checkpoint scores, counted pixel by pixel.
+    by_hand = np.nanmean(iou_by_hand(out / "runs" / "multitask_seed1" / "last.pt", build_dataset(sets["seg_val"]), 2))
+    assert results["multitask_seed1"]["seg_miou"] == pytest.approx(by_hand, abs=0.01)
+    # Mean and spread (half the range) over the two seeds, per model, from the per-run figures.
+    for model in ("multitask", "multitask_teachers", "detection"):
+        a, b = (results[f"{model}_seed{s}"]["tree_ap50_voc"] for s in (0, 1))
+        entry = saved["models"][model]["tree_ap50_voc"]
+        assert entry["mean"] == pytest.approx((a + b) / 2) and entry["spread"] == pytest.approx(abs(a - b) / 2)
+    assert "tree_ap50_voc" not in saved["models"]["segmentation"] and saved["models"]["segmentation"]["seeds"] == [0, 1]
     # Learning curves: one point per evaluation, at the epoch ends.
-    assert [h["step"] for h in saved["runs"]["multitask"]["history"]] == [3, 6]
+    assert [h["step"] for h in saved["runs"]["multitask_seed0"]["history"]] == [3, 6]
     with Image.open(out / "learning_curves.png") as curves:
         assert curves.size == (1100, 418)  # 10 x 3.8 inches at 110 dpi
     markdown = (out / "learn_report.md").read_text()
-    assert "| multitask, model.head_norm=group |" in markdown and "![learning curves](learning_curves.png)" in markdown
-    # The multitask row carries the JSON's figures (3 decimals; "–" for none).
-    figures = saved["results"]["multitask"]
-    row = next(line for line in markdown.splitlines() if line.startswith("| multitask |"))
+    assert "| multitask + teachers, seed 1 |" in markdown and "![learning curves](learning_curves.png)" in markdown
+    figures = results["multitask_seed0"]
+    row = next(line for line in markdown.splitlines() if line.startswith("| multitask, seed 0 |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     expected = [figures[key] for key in ("tree_ap50_voc", "tree_ap50_coco", "tree_map_coco", "building_iou", "seg_miou")]
     assert cells[1:6] == ["–" if value is None else f"{value:.3f}" for value in expected]
-    assert cells[6] == ("–" if figures["tree_best_f1"] is None
-                        else f"{figures['tree_best_f1']:.3f} (at {figures['tree_f1_threshold']:.2f})")
-    # The targets are judged on the multitask row's figures.
-    tree_line = next(line for line in markdown.splitlines() if line.startswith("- held-out tree AP50 >= 0.40"))
-    assert tree_line.endswith("NOT met" if (figures["tree_ap50_voc"] or 0) < 0.40 else ", met")
-    assert "| untrained (same init, 0 steps) |" in markdown and "| detection only |" in markdown
-    for task, tasks in (("multitask", ("segmentation", "detection")), ("segmentation", ("segmentation",)),
-                        ("detection", ("detection",))):
-        checkpoint = load_checkpoint(tmp_path / "checkpoints" / f"demo_{task}.pt")
-        assert checkpoint.config.tasks == tasks and checkpoint.metadata["step"] == 6
-        assert checkpoint.metadata["command"] == f"learn_report --out learn_output [task={task}]"
+    assert "| untrained (same init, 0 steps) |" in markdown and "| detection only, seed 0 |" in markdown
+    assert "Teacher passes:" in markdown
+    # Published for docs/learning: the same report under the names the docs cite.
+    assert (tmp_path / "docs" / "report.md").read_text() == markdown
+    assert json.loads((tmp_path / "docs" / "report.json").read_text()) == saved
+    # No model was shipped before: this report's are, from the seed with the better val score.
+    scores = {s: saved["runs"][f"multitask_teachers_seed{s}"]["final_metrics"]["score"] for s in (0, 1)}
+    seed = 0 if scores[0] >= scores[1] else 1
+    for task, model in (("multitask", "multitask_teachers"), ("segmentation", "segmentation"), ("detection", "detection")):
+        shipped = (checkpoints / f"demo_{task}.pt").read_bytes()
+        assert shipped == (out / "runs" / f"{model}_seed{seed}" / "last.pt").read_bytes(), task
+    assert saved["shipping"].startswith(f"replaced with seed {seed}")
+
+
+def test_a_model_that_does_not_beat_the_shipped_one_is_not_shipped(tmp_path):
+    from mtl_perception.training.learn_report import ship_checkpoints
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "demo_multitask.pt").write_bytes(b"shipped")
+    report = {"models": {"multitask_teachers": {"tree_ap50_voc": {"mean": 0.40, "spread": 0.01},
+                                                "building_iou": {"mean": 0.30, "spread": 0.02}}},
+              "shipped_before": {"tree_ap50_voc": 0.30, "building_iou": 0.31}, "seeds": [0]}
+    verdict = ship_checkpoints(tmp_path / "checkpoints", tmp_path / "runs", report)
+    assert verdict.startswith("kept") and "building IoU (0.300 ± 0.020 vs 0.310)" in verdict
+    assert (tmp_path / "checkpoints" / "demo_multitask.pt").read_bytes() == b"shipped"
+
+
+def test_within_noise_when_the_spreads_cover_the_difference():
+    from mtl_perception.training.learn_report import compare_means, seed_summary
+
+    assert seed_summary([0.30, 0.36]) == {"mean": pytest.approx(0.33), "spread": pytest.approx(0.03), "values": [0.30, 0.36]}
+    assert compare_means({"mean": 0.35, "spread": 0.02}, {"mean": 0.32, "spread": 0.01}) == "within noise"  # 0.03 <= 0.03
+    assert compare_means({"mean": 0.36, "spread": 0.02}, {"mean": 0.32, "spread": 0.01}) == "above"
+    assert compare_means({"mean": 0.28, "spread": 0.0}, {"mean": 0.32, "spread": 0.01}) == "below"
+    assert seed_summary([0.3, None]) is None
 
 
 def _metrics_on(trainer, datasets):
@@ -82,11 +116,12 @@ def test_short_real_data_run_beats_the_untrained_network(tmp_path):
     config = load_config(DEFAULT_CONFIG, ["train.max_steps=200", "train.workers=0", "train.progress=false",
                                           "train.threads=1"])
     trainer = Trainer(config, tmp_path / "run")
-    # Training tiles without augmentation: how well the run fits what it saw.
+    # Training tiles without augmentation: how well the run fits what it saw; and the held-out tiles.
     fit_sets = [build_dataset(source.dataset) for source in config.data.train]
-    before_heldout, before_fit = trainer.evaluate(), _metrics_on(trainer, fit_sets)
+    heldout_sets = [build_dataset(source) for source in heldout_sources(config)]
+    before_heldout, before_fit = _metrics_on(trainer, heldout_sets), _metrics_on(trainer, fit_sets)
     trainer.fit()
-    after_heldout, after_fit = trainer.last_metrics, _metrics_on(trainer, fit_sets)
+    after_heldout, after_fit = _metrics_on(trainer, heldout_sets), _metrics_on(trainer, fit_sets)
     summary = {"before": (before_heldout["det_voc_ap50"], before_heldout["seg_iou"]["building"],
                           before_fit["det_voc_ap50"], before_fit["seg_iou"]["building"]),
                "after": (after_heldout["det_voc_ap50"], after_heldout["seg_iou"]["building"],
