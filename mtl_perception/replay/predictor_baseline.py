@@ -29,24 +29,14 @@ def predictor_baseline(parameters: dict[str, dict], nodes: list[str], frames: li
         ``predictor_p50_ms``, ``frames``, ``device``, ``class_names`` (task → names), ``engines``
         (node → engine, execution provider and precision; the nodes' own engine parameters).
     """
-    import torch
+    from mtl_perception.predictor_settings import predictor_from_parameters
 
-    from mtl_perception.predictor import Predictor
-
-    threads = int(parameters[nodes[0]].get("cpu_threads", 0)) if threads is None else threads
-    if threads > 0:
-        torch.set_num_threads(threads)
     predictors = []
     for node in nodes:
-        params = parameters[node]
-        size = (int(params.get("input_height", 0)), int(params.get("input_width", 0)))
-        calibration = params.get("calibration") or None
-        predictors.append(Predictor(resolve_package_path(str(params["checkpoint"])), device=str(params.get("device", "auto")),
-                                    precision=str(params.get("precision", "fp32")), input_size=size if all(size) else None,
-                                    backend=str(params.get("backend", "auto")), threads=threads if threads > 0 else None,
-                                    engine_cache_dir=params.get("engine_cache_dir") or None,
-                                    calibration=resolve_package_path(str(calibration)) if calibration else None,
-                                    calibration_frames=params.get("calibration_frames")))
+        params = dict(parameters[node])
+        if threads is not None:
+            params["cpu_threads"] = threads
+        predictors.append(predictor_from_parameters(params, resolve_package_path))
     for predictor in predictors:  # first calls pay for lazy initialisation, as the nodes' warm-up does
         for image in frames[:2]:
             predictor.predict(image)
