@@ -100,14 +100,38 @@ class ReplayNode:
         return self._next_stamp
 
     def publish_raw(self, rawdata: bytes) -> float:
-        """Publish recorded CDR bytes (stamp as recorded); returns the monotonic send time."""
+        """Publish recorded CDR bytes (stamp as recorded); returns the monotonic send time (taken
+        before the publish call: the transport's whole cost counts as the graph's)."""
+        sent = time.monotonic()
         self.publisher.publish(rawdata)
-        return time.monotonic()
+        return sent
 
     def publish_restamped(self, message, stamp: int) -> float:
         """Publish a camera message with its header stamp set to ``stamp`` ns; returns the send time."""
-        self.publisher.publish(set_stamp(message, stamp))
-        return time.monotonic()
+        message = set_stamp(message, stamp)
+        sent = time.monotonic()
+        self.publisher.publish(message)
+        return sent
+
+    def parameter_values(self, node: str, names: list[str], timeout: float = 10.0) -> dict[str, object]:
+        """Values of ``names`` in the running ``/<namespace>/<node>`` (parameter service); unset ones are None."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        client = self.node.create_client(GetParameters, f"/{self.namespace}/{node}/get_parameters")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise RuntimeError(f"/{self.namespace}/{node} offers no get_parameters service")
+            future = client.call_async(GetParameters.Request(names=list(names)))
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                raise RuntimeError(f"/{self.namespace}/{node} did not answer get_parameters within {timeout} s")
+            values = [parameter_value_to_python(v) for v in future.result().values]
+            return {name: (None if v == [] and name == "class_allowlist" else v) for name, v in zip(names, values)}
+        finally:
+            self.node.destroy_client(client)
 
     def camera_message(self, rawdata: bytes):
         return deserialize(rawdata, self.camera_type)
