@@ -37,6 +37,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from mtl_perception.heap import LargeFrameTrimmer
 from mtl_perception.image_msg_codec import (CAMERA_MAX_PIXELS, ImageConversionError, compressed_to_array, image_to_array,
                                             to_rgb)
 from mtl_perception.msg import InferenceStats
@@ -134,6 +135,7 @@ class InferenceNode(ManagedNode):
         self._worker: threading.Thread | None = None
         self._errors = ThrottledErrorLog(self.get_logger())
         self._health = FrameHealth()
+        self._trimmer = LargeFrameTrimmer()  # memory back after a burst of large frames
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -376,6 +378,7 @@ class InferenceNode(ManagedNode):
                                  (done - publish_start) * 1e3, total_ms, queue_ms=(start - received) * 1e3,
                                  times=(received, done))
         self.publish_stats(self._outputs["stats"], stats)
+        self._trimmer.frame_done(image.shape[0] * image.shape[1])
 
     def frame_stats(self, header, predictor: Predictor, timings, counters: tuple[int, int, int], decode_ms: float,
                     publish_ms: float, total_ms: float, queue_ms: float | None = None,
