@@ -29,6 +29,13 @@ STAGES = ("decode", "preprocess", "network", "postprocess", "render")
 TASK_TOPICS = {"segmentation": "segmentation", "detection": "detections"}  # a task's answer topic (REQUIRED_TOPICS)
 
 
+BAD_INPUT = 2  # the baseline process' exit code for a bad checkpoint, bag or parameter
+
+
+class BaselineInputError(ValueError):
+    """The baseline process could not read its checkpoint, bag or parameters (the replay exits 2)."""
+
+
 class UnequalWorkError(ValueError):
     """The baseline would not do the node's work (different postprocess or engine settings)."""
 
@@ -61,6 +68,9 @@ def run_baseline_process(spec: dict, out_dir: Path, name: str, cpus: tuple[int, 
     with open(log_path, "wb") as log:
         code = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                               preexec_fn=preexec, timeout=timeout).returncode
+    if code == BAD_INPUT:  # the one line it printed says what (bad checkpoint, bag or parameters)
+        lines = log_path.read_text(errors="replace").strip().splitlines()
+        raise BaselineInputError(lines[-1].removeprefix("error: ") if lines else f"bad input (see {log_path})")
     if code != 0 or not result_path.exists():
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise RuntimeError(f"the bare-Predictor baseline ({name}) failed with exit code {code}:\n{tail}")
@@ -153,8 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mtl_perception.replay.predictor_baseline SPEC.json OUT.json", file=sys.stderr)
         return 2
     from mtl_perception.atomic import write_text_atomic
+    from mtl_perception.bags.errors import BagError
+    from mtl_perception.checkpoint import CheckpointError
 
-    result = measure(json.loads(Path(argv[0]).read_text()))
+    try:
+        result = measure(json.loads(Path(argv[0]).read_text()))
+    except (BagError, CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", flush=True)
+        return BAD_INPUT
     write_text_atomic(Path(argv[1]), json.dumps(result))
     return 0
 
