@@ -91,3 +91,20 @@ def test_a_baseline_with_other_postprocess_options_than_the_node_is_refused():
         check_equal_work({"multitask_node": node}, {"multitask_node": {**node, "class_allowlist": ["car"]}})
     with pytest.raises(UnequalWorkError, match=r"backend: node 'onnxruntime', baseline 'torch'"):
         check_equal_work({"multitask_node": node}, {"multitask_node": {**node, "backend": "torch"}})
+
+
+@pytest.mark.parametrize("kind", ["image", "detections", "stats"])
+def test_the_replay_reads_the_stamp_from_the_cdr_bytes_as_deserialising_does(kind):
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+
+    from mtl_perception.msg import InferenceStats
+    from mtl_perception.replay.replay_messages import cdr_stamp_ns
+
+    message = {"image": Image(height=2, width=3, encoding="mono8", step=3, data=bytes(6)),
+               "detections": Detection2DArray(), "stats": InferenceStats(node_name="/x")}[kind]
+    message.header.stamp.sec, message.header.stamp.nanosec = 1_700_000_123, 987_654_321
+    message.header.frame_id = "camera_optical"
+    assert cdr_stamp_ns(serialize_message(message)) == 1_700_000_123 * 10**9 + 987_654_321
+    assert cdr_stamp_ns(b"\x00\x07" + bytes(20)) is None  # not plain CDR: the caller deserialises

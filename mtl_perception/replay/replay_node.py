@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl_perception.replay.replay_messages import OUTPUT_TYPES, camera_class, deserialize, message_class, set_stamp, stamp_ns
+from mtl_perception.replay.replay_messages import (OUTPUT_TYPES, camera_class, cdr_stamp_ns, deserialize, message_class,
+                                                   set_stamp, stamp_ns)
 
 # Stamps the replay invents (warm-up, streams, overlays) start here: far from any recorded stamp.
 SYNTHETIC_STAMP_NS = 2_000_000_000 * 1_000_000_000
@@ -26,7 +27,7 @@ class Arrival:
 class ReplayNode:
     """One publisher on ``/<namespace>/camera`` (or ``.../compressed``), subscriptions on the outputs.
 
-    Every output is deserialised to read its header stamp; its bytes are kept (for the
+    Every output's header stamp is read from its CDR bytes (stats are deserialised); its bytes are kept (for the
     output bag and accuracy) only while :attr:`keep_raw` is true. The stats topic's
     ``InferenceStats`` give each node's frame counters. A plain spin thread suffices: the
     callbacks only append under one lock, and the measuring loops wait on its condition.
@@ -83,8 +84,9 @@ class ReplayNode:
 
     def _callback(self, topic: str, message_type, raw: bytes) -> None:
         now = time.monotonic()
-        message = deserialize(raw, message_type)
-        stamp = stamp_ns(message.header.stamp)
+        stamp = cdr_stamp_ns(raw) if topic != "stats" else None  # outputs: the stamp only, not the pixels
+        message = deserialize(raw, message_type) if stamp is None else None
+        stamp = stamp_ns(message.header.stamp) if stamp is None else stamp
         with self.condition:
             self.received[topic].append(Arrival(now, time.time_ns(), stamp, raw if self.keep_raw else None))
             self.first_arrival[topic].setdefault(stamp, now)
