@@ -411,7 +411,10 @@ def stage_markdown(report: dict) -> list[str]:
              "Per node, from the replay's send to the node's last answer; transport from the node's own "
              "CLOCK_MONOTONIC stamps (InferenceStats receive_time_ns, publish_time_ns) against the replay's send and "
              "receive times on this machine. The bare Predictor column is its own timers (p50, mean of the runs "
-             "before and after the graph; all networks of the graph, one after the other).", "",
+             "before and after the graph; all networks of the graph, one after the other). The stages are "
+             "contiguous, so their sum misses only time inside the node that no stage timer covers; transport "
+             "out can be negative where the replay receives an answer before the node's publish call has "
+             "returned (loopback delivery within the publish).", "",
              "| stage | " + " | ".join(f"{n} p50 / mean (ms)" for n in nodes) + " | bare Predictor p50 (ms) |",
              "|---|" + "---:|" * (len(nodes) + 1)]
     for stage in FRAME_STAGES:
