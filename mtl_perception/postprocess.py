@@ -112,14 +112,26 @@ def segmentation_masks(seg_logits: torch.Tensor,
         One [H, W] uint8 mask per image (int64 if K > 256), on the logits' device.
     """
     dtype = torch.uint8 if seg_logits.shape[1] <= 256 else torch.int64
+    two_classes = seg_logits.shape[1] == 2 and _moderate(seg_logits)
     masks = []
     for image_index, geometry in enumerate(geometries):
         if not isinstance(geometry, ResizeGeometry):
             geometry = resize_geometry(geometry, seg_logits.shape[-2:], "stretch")
-        logits = resize_to_original(seg_logits[image_index: image_index + 1], geometry)
-        # max(dim=0).indices on [K, H, W]: torch's CPU argmax over the channel dim of NCHW is ~20x slower.
-        masks.append(logits[0].max(dim=0).indices.to(dtype))
+        logits = resize_to_original(seg_logits[image_index: image_index + 1], geometry)[0]
+        if two_classes:
+            # Class 1 where its logit is strictly larger: torch.max's rule (the first maximum wins a tie),
+            # for logits that are neither NaN nor infinite, and 5x faster than max over [2, H, W].
+            masks.append(torch.gt(logits[1], logits[0]).to(dtype))
+        else:
+            # max(dim=0).indices on [K, H, W]: torch's CPU argmax over the channel dim of NCHW is ~20x slower.
+            masks.append(logits.max(dim=0).indices.to(dtype))
     return masks
+
+
+def _moderate(logits: torch.Tensor) -> bool:
+    """Every logit finite and below 1e30 in magnitude, so the bilinear resize (weights in [0, 1]
+    summing to 1) yields no NaN or infinity either."""
+    return bool((logits.abs() < 1e30).all())
 
 
 def colorize_masks(mask: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

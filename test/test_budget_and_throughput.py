@@ -126,10 +126,12 @@ def test_rates_and_cpu_use_from_times():
 
 
 def _report(latency, peak, rss, size, answered):
+    from mtl_perception.replay.replay_report import overhead_summary
+
     run = {"rate_hz": 10.0, "published": 60, "answered": answered, "per_output": {}, "nodes": {}, "output_fps": 9.0,
            "latency_ms": {"p50": latency, "p99": 2 * latency}}
     return {"latency_ms": {"p50": latency}, "inference_ms_per_frame": latency / 2, "memory": {"inference_rss_mb": rss},
-            "overhead": {"predictor_p50_ms": latency * 0.75},
+            "overhead": overhead_summary(latency, {"predictor_p50_ms": latency * 0.75, "frames": 6}),
             "size_mb": size, "peak_throughput": {"peak_fps": peak}, "fixed_rate": [run], "complete": True, "budget": {"line": "x"},
             "device": "cpu", "bag": "b", "mode": "lockstep", "inference_nodes": ["multitask_node"]}
 
@@ -148,6 +150,10 @@ def test_comparison_gains_point_the_same_way_for_costs_and_rates():
     assert "segmentation_node answered 40, detection_node answered 38" in table["consumer"][0]
     text = compare_markdown(table)
     assert "| peak throughput (frames/s with every output) | 20.0 | 8.0 | 2.50x |" in text and "Budget: x." in text
+    # 60 / 45 and 120 / 90: both 1.33x, over the 1.10x target
+    assert ("| node overhead (end-to-end p50 ÷ bare Predictor of the same engine and settings) | "
+            "1.33x (FAIL: target ≤ 1.10x) | 1.33x (FAIL: target ≤ 1.10x) | |") in text
+    assert "Node overhead target: ≤ 1.10x for both graphs: FAIL" in text
 
 
 def test_stopping_a_graph_removes_its_scratch_folder(tmp_path):

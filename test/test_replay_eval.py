@@ -284,3 +284,63 @@ def test_a_compressed_bag_replays_end_to_end(tmp_path, checkpoints):
     assert report["accuracy"]["segmentation"]["frames"] == 4 and report["accuracy"]["detection"]["frames"] == 4
     for node in ("segmentation_node", "detection_node"):
         assert "listening on /replay/camera/compressed" in (tmp_path / "out" / "logs" / f"{node}.log").read_text()
+
+
+_SLOW_SITECUSTOMIZE = '''
+import os
+_stage, _, _delay = os.environ.get("MTL_TEST_SLOW_STAGE", "").partition(":")
+try:
+    _command = open("/proc/self/cmdline", "rb").read().split(b"\\0")
+except OSError:
+    _command = []
+if _stage and any(part.endswith(b"multitask_node") for part in _command):  # the node only, not the baseline
+    import time
+
+    def _slowed(function):
+        def slowed(*args, **kwargs):
+            time.sleep(float(_delay))
+            return function(*args, **kwargs)
+        return slowed
+
+    if _stage == "network":
+        from mtl_perception.predictor import Predictor
+        Predictor.forward = _slowed(Predictor.forward)
+    elif _stage == "publish":
+        from mtl_perception.ros.inference_node import InferenceNode
+        InferenceNode.publish_outputs = _slowed(InferenceNode.publish_outputs)
+'''
+
+
+@pytest.mark.parametrize("stage", ["network", "publish"])
+def test_a_node_slowed_by_a_known_delay_shows_it_in_that_stage(bag, checkpoints, tmp_path, monkeypatch, stage):
+    """The multitask node sleeps 80 ms per frame in one stage (a sitecustomize in its process only):
+    the report's stage table puts those 80 ms in that stage (against the unslowed bare Predictor's
+    own timer for the network) and nowhere else, the stages add up, and the ratio carries the delay."""
+    import os
+
+    from mtl_perception.replay.replay_eval import run_replay
+
+    delay_ms = 80.0
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_SITECUSTOMIZE)
+    monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("MTL_TEST_SLOW_STAGE", f"{stage}:{delay_ms / 1e3}")
+    report = run_replay(bag, "multitask", tmp_path / "out", arguments=_arguments(checkpoints, "multitask"), overlays=0,
+                        fixed_rates=(), record=False)
+    stages = report["stages"]["multitask_node"]
+    assert stages["frames"] == 6 and stages["adds_up"], stages
+    bare = report["baseline"]["stages_ms_p50"]
+    assert stages["p50"][stage] >= delay_ms, stages
+    # the bare Predictor's network p50 (a few ms, noisy on a shared machine) is all the node adds to the delay
+    slowed = {"network": stages["p50"]["network"] - bare["network"], "publish": stages["p50"]["publish"]}
+    assert delay_ms - 10.0 <= slowed[stage] < delay_ms + 20.0, stages
+    others = [s for s in ("transport_in", "queue", "decode", "preprocess", "postprocess", "transport_out")]
+    others.append("publish" if stage == "network" else "network")
+    for other in others:  # the delay is in no other stage (the network's compared with the bare Predictor's)
+        value = stages["p50"][other] - (bare["network"] if other == "network" else 0.0)
+        assert value < delay_ms / 4, (other, stages)
+    overhead = report["overhead"]
+    assert overhead["valid"] and overhead["end_to_end_p50_ms"] - overhead["predictor_p50_ms"] >= delay_ms
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "## Where the time goes" in text and "| stages add up within 5% | yes |" in text

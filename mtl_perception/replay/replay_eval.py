@@ -46,14 +46,17 @@ import numpy as np
 from mtl_perception.bags.errors import BagError
 from mtl_perception.bags.reader import BagReader
 from mtl_perception.checkpoint import CheckpointError
-from mtl_perception.graphs.budget import ComputeBudget, add_budget_arguments, budget_from_args, check_device, pinned, plan_budget
+from mtl_perception.graphs.budget import (ComputeBudget, add_budget_arguments, budget_from_args, check_device,
+                                         format_cpu_list, pinned, plan_budget)
 from mtl_perception.graphs.graph import (DEFAULT_PARAMS, ENGINE_ARGUMENTS, GRAPHS, add_engine_arguments, check_checkpoints,
-                                         node_parameters, start_graph, use_localhost_transport)
-from mtl_perception.replay.predictor_baseline import predictor_baseline
+                                         graph_environment, node_parameters, start_graph,
+                                         use_localhost_transport)
+from mtl_perception.predictor_settings import settings
+from mtl_perception.replay.predictor_baseline import check_equal_work, run_baseline_process
 from mtl_perception.replay.process_sampler import ProcessSampler
 from mtl_perception.replay.replay_messages import REQUIRED_TOPICS
 from mtl_perception.replay.replay_node import ReplayNode
-from mtl_perception.replay.replay_report import build_report, replay_markdown, write_report
+from mtl_perception.replay.replay_report import build_report, combine_baselines, replay_markdown, write_report
 from mtl_perception.replay.replay_runs import (ReplayError, capture_overlays, check_alive, fixed_rate_run, peak_throughput,
                                             run_bag_rate, run_lockstep, run_outcome, settle, wait_until_ready)
 
@@ -69,7 +72,7 @@ def _inference_nodes(graph: str) -> list[str]:
 def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str = "lockstep", rate: float = 1.0,
                params_file: str = DEFAULT_PARAMS, arguments: dict | None = None, max_frames: int | None = None,
                frame_timeout: float = 60.0, startup_timeout: float = 180.0, overlays: int = 3,
-               camera_topic: str | None = None, record: bool = True, baseline_frames: int = 20,
+               camera_topic: str | None = None, record: bool = True,
                localhost: bool = True, budget: ComputeBudget | None = None, fixed_rates=(), fixed_seconds: float = 6.0,
                peak: bool = False, peak_options: dict | None = None) -> dict:
     """Replay ``bag_path`` through ``graph`` within ``budget``; writes the report into ``out_dir`` and returns it.
@@ -118,16 +121,24 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
     check_checkpoints(graph, parameters)
     nodes = _inference_nodes(graph)
     print(f"[replay] {graph}: budget {budget.describe()}", flush=True)
-    print(f"[replay] {graph}: measuring the bare Predictor on {min(baseline_frames, len(frames))} frames", flush=True)
     if budget.gpu_index is not None:  # the graph sees GPU N as its only device; this process picks it
         import torch
 
         torch.cuda.set_device(budget.gpu_index)
-    with pinned(budget.graph_cpus):
-        baseline = predictor_baseline(parameters, nodes, [f.image for f in frames[:baseline_frames]],
-                                      threads=budget.threads)
-    warnings: list[str] = []
     topics = list(REQUIRED_TOPICS)
+    spec = {"parameters": {n: parameters[n] for n in nodes}, "nodes": nodes, "bag": str(bag_path),
+            "camera_topic": camera_topic, "max_frames": max_frames, "color": "segmentation/color" in topics,
+            "overlay": "overlay" in topics, "max_input_pixels": parameters[nodes[0]].get("max_input_pixels")}
+    baseline_env = budget.environment(graph_environment())
+
+    def bare_predictor(when: str) -> dict:
+        cpus = format_cpu_list(budget.graph_cpus) if budget.graph_cpus else "all"
+        print(f"[replay] {graph}: the bare Predictor on the {len(frames)} frames {when} the graph (fresh process, "
+              f"CPU {cpus})", flush=True)
+        return run_baseline_process(spec, out_dir / "baseline", when, budget.graph_cpus, baseline_env)
+
+    baselines = {"before": bare_predictor("before")}
+    warnings: list[str] = []
     load_start = os.getloadavg()[0]
     graph_processes = start_graph(graph, params_file, NAMESPACE, f"/{NAMESPACE}/camera", arguments,
                                   log_dir=out_dir / "logs", budget=budget)
@@ -142,6 +153,9 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
             # overlay_node listens to raw images only; a compressed stream has just the inference nodes
             subscribers = len(nodes) if compressed else len(GRAPHS[graph])
             wait_until_ready(replay, alive, graph, messages[0], subscribers, topics, startup_timeout)
+            check_equal_work({n: replay.parameter_values(n, list(settings(parameters[n]))) for n in nodes},
+                             spec["parameters"])
+            baseline = baselines["before"]
             results = _measure(replay, graph, nodes, frames, messages, topics, mode, rate, frame_timeout, sampler,
                                fixed_rates, fixed_seconds, peak, peak_options or {}, baseline, alive, warnings)
             results["processes"] = sampler.placement()
@@ -154,6 +168,8 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         if replay is not None:
             replay.shutdown()
         graph_processes.stop()
+    baselines["after"] = bare_predictor("after")
+    baseline = combine_baselines(baselines)
     report = build_report(graph, bag_path, mode, rate, budget, results, replay, rss, nodes, parameters, baseline,
                           truth_boxes, truth_masks, bag_classes, warnings)
     report["machine"] = {"cpus": os.cpu_count(), "loadavg_1min": [load_start, os.getloadavg()[0]]}

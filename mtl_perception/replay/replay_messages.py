@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import struct
 
 from mtl_perception.bags.typestore import COMPRESSED_IMAGE, IMAGE, INFERENCE_STATS
 
@@ -29,6 +30,19 @@ def camera_class(msgtype: str):
 def stamp_ns(stamp) -> int:
     """builtin_interfaces/Time → ns."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def cdr_stamp_ns(rawdata: bytes) -> int | None:
+    """The header stamp (ns) of a serialised message whose first field is std_msgs/Header, read
+    from its CDR bytes without deserialising the rest (an image's pixels); None if not plain CDR.
+
+    CDR: a 4-byte encapsulation header (0x00 0x01 little endian, 0x00 0x00 big endian), then
+    ``stamp.sec`` (int32) and ``stamp.nanosec`` (uint32).
+    """
+    if len(rawdata) < 12 or rawdata[0] != 0 or rawdata[1] not in (0, 1):
+        return None
+    sec, nanosec = struct.unpack_from("<iI" if rawdata[1] == 1 else ">iI", rawdata, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def deserialize(rawdata: bytes, message_type):

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtl_perception.replay.replay_messages import OUTPUT_TYPES, camera_class, deserialize, message_class, set_stamp, stamp_ns
+from mtl_perception.replay.replay_messages import (OUTPUT_TYPES, camera_class, cdr_stamp_ns, deserialize, message_class,
+                                                   set_stamp, stamp_ns)
 
 # Stamps the replay invents (warm-up, streams, overlays) start here: far from any recorded stamp.
 SYNTHETIC_STAMP_NS = 2_000_000_000 * 1_000_000_000
@@ -26,7 +27,7 @@ class Arrival:
 class ReplayNode:
     """One publisher on ``/<namespace>/camera`` (or ``.../compressed``), subscriptions on the outputs.
 
-    Every output is deserialised to read its header stamp; its bytes are kept (for the
+    Every output's header stamp is read from its CDR bytes (stats are deserialised); its bytes are kept (for the
     output bag and accuracy) only while :attr:`keep_raw` is true. The stats topic's
     ``InferenceStats`` give each node's frame counters. A plain spin thread suffices: the
     callbacks only append under one lock, and the measuring loops wait on its condition.
@@ -83,8 +84,9 @@ class ReplayNode:
 
     def _callback(self, topic: str, message_type, raw: bytes) -> None:
         now = time.monotonic()
-        message = deserialize(raw, message_type)
-        stamp = stamp_ns(message.header.stamp)
+        stamp = cdr_stamp_ns(raw) if topic != "stats" else None  # outputs: the stamp only, not the pixels
+        message = deserialize(raw, message_type) if stamp is None else None
+        stamp = stamp_ns(message.header.stamp) if stamp is None else stamp
         with self.condition:
             self.received[topic].append(Arrival(now, time.time_ns(), stamp, raw if self.keep_raw else None))
             self.first_arrival[topic].setdefault(stamp, now)
@@ -100,14 +102,38 @@ class ReplayNode:
         return self._next_stamp
 
     def publish_raw(self, rawdata: bytes) -> float:
-        """Publish recorded CDR bytes (stamp as recorded); returns the monotonic send time."""
+        """Publish recorded CDR bytes (stamp as recorded); returns the monotonic send time (taken
+        before the publish call: the transport's whole cost counts as the graph's)."""
+        sent = time.monotonic()
         self.publisher.publish(rawdata)
-        return time.monotonic()
+        return sent
 
     def publish_restamped(self, message, stamp: int) -> float:
         """Publish a camera message with its header stamp set to ``stamp`` ns; returns the send time."""
-        self.publisher.publish(set_stamp(message, stamp))
-        return time.monotonic()
+        message = set_stamp(message, stamp)
+        sent = time.monotonic()
+        self.publisher.publish(message)
+        return sent
+
+    def parameter_values(self, node: str, names: list[str], timeout: float = 10.0) -> dict[str, object]:
+        """Values of ``names`` in the running ``/<namespace>/<node>`` (parameter service); unset ones are None."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        client = self.node.create_client(GetParameters, f"/{self.namespace}/{node}/get_parameters")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise RuntimeError(f"/{self.namespace}/{node} offers no get_parameters service")
+            future = client.call_async(GetParameters.Request(names=list(names)))
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                raise RuntimeError(f"/{self.namespace}/{node} did not answer get_parameters within {timeout} s")
+            values = [parameter_value_to_python(v) for v in future.result().values]
+            return {name: (None if v == [] and name == "class_allowlist" else v) for name, v in zip(names, values)}
+        finally:
+            self.node.destroy_client(client)
 
     def camera_message(self, rawdata: bytes):
         return deserialize(rawdata, self.camera_type)

@@ -37,6 +37,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from mtl_perception.heap import LargeFrameTrimmer
 from mtl_perception.image_msg_codec import (CAMERA_MAX_PIXELS, ImageConversionError, compressed_to_array, image_to_array,
                                             to_rgb)
 from mtl_perception.msg import InferenceStats
@@ -44,6 +45,8 @@ from mtl_perception.engines.backends import BACKENDS, PRECISIONS
 from mtl_perception.engines.calibration import DEFAULT_CALIBRATION_FRAMES
 from mtl_perception.postprocess import DetectionParams
 from mtl_perception.predictor import Predictor
+from mtl_perception.predictor_settings import (ENGINE_PARAMETERS, POSTPROCESS_PARAMETERS, detection_params, input_size,
+                                               predictor_from_parameters)
 from mtl_perception.ros.diagnostics import (DIAGNOSTICS_PERIOD_S, DIAGNOSTICS_TOPIC, FrameHealth, diagnostic_array,
                                             health_status)
 from mtl_perception.ros.error_log import ThrottledErrorLog
@@ -127,11 +130,12 @@ class InferenceNode(ManagedNode):
         self._outputs: dict[str, object] = {}
         self._subscription = None
         self._condition = threading.Condition()
-        self._pending: tuple[object, float] | None = None  # (message, perf_counter at callback entry)
+        self._pending: tuple[object, float] | None = None  # (message, time.monotonic() at callback entry)
         self._stopping = False
         self._worker: threading.Thread | None = None
         self._errors = ThrottledErrorLog(self.get_logger())
         self._health = FrameHealth()
+        self._trimmer = LargeFrameTrimmer()  # memory back after a burst of large frames
         self.frames_received = 0
         self.frames_processed = 0
         self.frames_dropped = 0
@@ -149,12 +153,9 @@ class InferenceNode(ManagedNode):
 
     def _detection_params(self, overrides: dict) -> DetectionParams:
         values = {name: overrides.get(name, self._param(name)) for name in _DYNAMIC}
-        allowlist = values["class_allowlist"] or []
-        indices = self.predictor.class_indices(list(allowlist)) if (allowlist and self.predictor) else None
-        max_detections = int(values["max_detections"])
-        return DetectionParams(score_threshold=float(values["score_threshold"]), nms_iou=float(values["nms_iou"]),
-                               max_detections=max_detections, class_allowlist=indices,
-                               pre_nms_top_k=max(DetectionParams.pre_nms_top_k, max_detections))
+        if self.predictor is None:  # names are checked against the model's classes once it is loaded
+            values["class_allowlist"] = None
+        return detection_params(values, self.predictor.class_names.get("detection") if self.predictor else None)
 
     def parameters_callback(self, parameters: list[Parameter]) -> SetParametersResult:
         """Validate runtime changes; apply them to the predictor atomically or reject with a reason."""
@@ -180,28 +181,18 @@ class InferenceNode(ManagedNode):
         """Load the model and create the publishers."""
         if not self.check_choices():
             return TransitionCallbackReturn.FAILURE
-        checkpoint = self._param("checkpoint")
-        if not checkpoint:
+        try:
+            input_size(self.predictor_parameters())
+        except ValueError as exc:
+            self.get_logger().error(str(exc))
+            return TransitionCallbackReturn.FAILURE
+        if not self._param("checkpoint"):
             self.get_logger().error("parameter 'checkpoint' is empty: set it to a model checkpoint (.pt)")
             return TransitionCallbackReturn.FAILURE
-        height, width = self._param("input_height"), self._param("input_width")
-        if bool(height) != bool(width) or height < 0 or width < 0:
-            self.get_logger().error(f"input_height={height} and input_width={width}: set both to positive sizes, "
-                                    "or both to 0 for the checkpoint's input size")
-            return TransitionCallbackReturn.FAILURE
-        threads = self._param("cpu_threads")
-        if threads > 0:
-            torch.set_num_threads(threads)
         try:
-            path = resolve_package_path(checkpoint)
-            calibration = self._param("calibration")
-            self.predictor = Predictor(
-                path, device=self._param("device"), precision=self._param("precision"),
-                input_size=(height, width) if height else None, cuda_graph=self._param("cuda_graph"),
-                backend=self._param("backend"), threads=threads if threads > 0 else None,
-                engine_cache_dir=self._param("engine_cache_dir") or None,
-                calibration=resolve_package_path(calibration) if calibration else None,
-                calibration_frames=self._param("calibration_frames"), **self.predictor_options())
+            path = resolve_package_path(self._param("checkpoint"))
+            self.predictor = predictor_from_parameters(self.predictor_parameters(), resolve_package_path,
+                                                       **self.predictor_options())
             missing = [t for t in self.TASKS if t not in self.predictor.tasks]
             if missing:
                 raise ValueError(f"{path} is a {self.predictor.config.kind} checkpoint without the {', '.join(missing)} "
@@ -209,7 +200,6 @@ class InferenceNode(ManagedNode):
             extra = [t for t in self.predictor.tasks if t not in self.TASKS]
             if extra:
                 self.get_logger().warning(f"{path} also has a {', '.join(extra)} branch that this node computes but does not publish")
-            self.predictor.set_detection_params(self._detection_params({}))
         except Exception as exc:  # any load failure must fail the transition with a clear reason
             self.get_logger().error(f"cannot load the model: {exc}")
             self.predictor = None
@@ -221,6 +211,10 @@ class InferenceNode(ManagedNode):
             f"input {p.input_size[0]}x{p.input_size[1]}; engine {p.engine.describe()}{_engine_source(p)}")
         self.state_label = "inactive"
         return super().on_configure(state)
+
+    def predictor_parameters(self) -> dict:
+        """This node's parameters that decide its Predictor (:mod:`mtl_perception.predictor_settings`)."""
+        return {name: self._param(name) for name in (*ENGINE_PARAMETERS, *POSTPROCESS_PARAMETERS)}
 
     def predictor_options(self) -> dict:
         """More :class:`Predictor` arguments of this kind of node (multicam: a batch-dynamic export)."""
@@ -308,7 +302,7 @@ class InferenceNode(ManagedNode):
 
     def image_callback(self, msg) -> None:
         """Keep only the newest frame: a frame still waiting is replaced and counted as dropped."""
-        received = time.perf_counter()
+        received = time.monotonic()  # CLOCK_MONOTONIC, the clock of receive_time_ns (one machine-wide clock)
         with self._condition:
             self.frames_received += 1
             if self._pending is not None:
@@ -346,19 +340,19 @@ class InferenceNode(ManagedNode):
 
         Args:
             msg: sensor_msgs Image or CompressedImage.
-            received: ``time.perf_counter()`` at image callback entry (default now).
+            received: ``time.monotonic()`` at image callback entry (default now).
         """
         predictor = self.predictor
         if predictor is None:
             return
-        start = time.perf_counter()
+        start = time.monotonic()
         received = start if received is None else received
         try:
             image = self.decode_image(msg)
         except (ImageConversionError, ValueError) as exc:
             self._drop("bad input image", str(exc))
             return
-        decode_ms = (time.perf_counter() - start) * 1e3
+        decode_ms = (time.monotonic() - start) * 1e3
         try:
             prediction = predictor.predict(image, color=self.wants_color())
         except torch.cuda.OutOfMemoryError:
@@ -368,26 +362,31 @@ class InferenceNode(ManagedNode):
         except Exception as exc:  # the node never dies on data
             self._drop("inference failed", f"{type(exc).__name__}: {exc}")
             return
-        publish_start = time.perf_counter()
+        publish_start = time.monotonic()
         try:
             self.publish_outputs(msg.header, image, prediction)
         except Exception as exc:
             self._drop("publishing failed", f"{type(exc).__name__}: {exc}")
             return
-        done = time.perf_counter()
+        done = time.monotonic()
         with self._condition:
             self.frames_processed += 1
             counters = (self.frames_received, self.frames_processed, self.frames_dropped)
         total_ms = (done - received) * 1e3
         self._health.processed(total_ms)
         stats = self.frame_stats(msg.header, predictor, prediction.timings, counters, decode_ms,
-                                 (done - publish_start) * 1e3, total_ms, queue_ms=(start - received) * 1e3)
+                                 (done - publish_start) * 1e3, total_ms, queue_ms=(start - received) * 1e3,
+                                 times=(received, done))
         self.publish_stats(self._outputs["stats"], stats)
+        self._trimmer.frame_done(image.shape[0] * image.shape[1])
 
     def frame_stats(self, header, predictor: Predictor, timings, counters: tuple[int, int, int], decode_ms: float,
-                    publish_ms: float, total_ms: float, queue_ms: float | None = None) -> InferenceStats:
+                    publish_ms: float, total_ms: float, queue_ms: float | None = None,
+                    times: tuple[float, float] | None = None) -> InferenceStats:
         """One frame's InferenceStats: decoding counts as preprocessing and publishing as
-        postprocessing; ``queue_ms`` defaults to what ``total_ms`` leaves over the stages."""
+        postprocessing (each also in its own field); ``queue_ms`` defaults to what ``total_ms``
+        leaves over the stages; ``times``: ``time.monotonic()`` at callback entry and after the
+        last output was published (receive_time_ns, publish_time_ns; 0 if not given)."""
         preprocess_ms = decode_ms + timings.preprocess_ms
         postprocess_ms = timings.postprocess_ms + publish_ms
         if queue_ms is None:
@@ -399,7 +398,9 @@ class InferenceNode(ManagedNode):
             execution_provider=predictor.engine.execution_provider, queue_ms=queue_ms,
             preprocess_ms=preprocess_ms, inference_ms=timings.inference_ms, postprocess_ms=postprocess_ms,
             total_ms=total_ms, frames_received=counters[0], frames_processed=counters[1], frames_dropped=counters[2],
-            gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved)
+            gpu_memory_allocated_mb=allocated, gpu_memory_reserved_mb=reserved, decode_ms=decode_ms,
+            resize_ms=timings.preprocess_ms, outputs_ms=timings.postprocess_ms, publish_ms=publish_ms,
+            receive_time_ns=round(times[0] * 1e9) if times else 0, publish_time_ns=round(times[1] * 1e9) if times else 0)
 
     def publish_stats(self, publisher, stats: InferenceStats) -> None:
         """Publish a frame's stats; a frame that finishes while the node shuts down is not an error."""

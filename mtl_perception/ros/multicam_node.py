@@ -65,7 +65,7 @@ class CameraStream:
     name: str
     outputs: dict[str, object]
     subscription: object = None
-    pending: tuple[object, float] | None = None  # (message, perf_counter at callback entry)
+    pending: tuple[object, float] | None = None  # (message, time.monotonic() at callback entry)
     received: int = 0
     processed: int = 0
     dropped: int = 0
@@ -165,7 +165,7 @@ class MulticamNode(InferenceNode):
 
     def camera_callback(self, camera: CameraStream, msg) -> None:
         """Keep only the camera's newest frame: one still waiting is replaced and counted as dropped."""
-        received = time.perf_counter()
+        received = time.monotonic()
         with self._condition:
             camera.offer(msg, received)
             self._condition.notify()
@@ -192,19 +192,19 @@ class MulticamNode(InferenceNode):
         """Decode the tick's frames, run them ``max_batch`` at a time, publish each camera's outputs; never raises.
 
         Args:
-            frames: (camera, Image or CompressedImage, perf_counter at callback entry) per camera.
+            frames: (camera, Image or CompressedImage, time.monotonic() at callback entry) per camera.
         """
         predictor = self.predictor
         if predictor is None:
             return
-        start = time.perf_counter()
+        start = time.monotonic()
         decoded = []
         for camera, msg, received in frames:
             try:
                 decoded.append((camera, msg, received, self.decode_image(msg)))
             except (ImageConversionError, ValueError) as exc:
                 self._drop_frame(camera, "bad input image", str(exc))
-        decode_ms = (time.perf_counter() - start) * 1e3
+        decode_ms = (time.monotonic() - start) * 1e3
         for first in range(0, len(decoded), self.max_batch):
             self._run_pass(predictor, decoded[first:first + self.max_batch], decode_ms)
 
@@ -222,19 +222,20 @@ class MulticamNode(InferenceNode):
             for camera, *_ in frames:
                 self._drop_frame(camera, "inference failed", f"{type(exc).__name__}: {exc}")
             return
-        publish_start = time.perf_counter()
+        publish_start = time.monotonic()
         for (camera, msg, received, image), prediction in zip(frames, predictions):
             try:
                 self.publish_outputs(msg.header, image, prediction, camera.outputs)
             except Exception as exc:
                 self._drop_frame(camera, "publishing failed", f"{type(exc).__name__}: {exc}")
                 continue
-            done = time.perf_counter()
+            done = time.monotonic()
             total_ms = (done - received) * 1e3
             with self._condition:
                 counters = camera.served(total_ms)
             self.publish_stats(camera.outputs["stats"], self.frame_stats(
-                msg.header, predictor, prediction.timings, counters, decode_ms, (done - publish_start) * 1e3, total_ms))
+                msg.header, predictor, prediction.timings, counters, decode_ms, (done - publish_start) * 1e3, total_ms,
+                times=(received, done)))
 
     # -- diagnostics ---------------------------------------------------------------------------
 
