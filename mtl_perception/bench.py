@@ -44,6 +44,7 @@ import numpy as np
 from .atomic import write_text_atomic
 from .evaluation.report import latency_summary, ratio, write_json
 from .exit_codes import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from .machine import cpu_name
 
 SIDES = ("multitask", "naive")
 MODES = ("eager", "cuda_graph", "compiled")
@@ -59,12 +60,6 @@ def _rss_mb() -> float:
 
 def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _cpu_name() -> str:
-    from .machine import cpu_name
-
-    return cpu_name()
 
 
 def bench_frames(count: int, frame_size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
@@ -106,7 +101,7 @@ def run_variant(checkpoints: list[str], spec: dict) -> dict:
     use_cuda = device.type == "cuda"
     engine = spec.get("engine", "torch")
     base = {"engine": engine, "precision": spec["precision"], "mode": spec["mode"], "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if use_cuda else _cpu_name()}
+            "device_name": torch.cuda.get_device_name(device) if use_cuda else cpu_name()}
     reason = _skip_reason(spec["mode"], spec["precision"], device.type, engine)
     if reason:
         return {**base, "status": "skipped", "reason": reason}
@@ -439,7 +434,7 @@ def _budget(device: str, frame_size, frames: int, iters: int, warmup: int, threa
     from .predictor import resolve_device
 
     resolved = resolve_device(device)
-    name = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else cpu_name()
     budget = {"device": str(resolved), "device_name": name, "frames": frames, "frame_size": list(frame_size),
               "iters": iters, "warmup": warmup, "torch_threads": threads, "cpus": list(cpus) if cpus else None,
               "postprocess": dataclasses.asdict(DetectionParams()),

@@ -268,6 +268,14 @@ class MultitaskLoss(nn.Module):
         return {t: float(torch.exp(-v.detach())) for t, v in self.log_vars.items()}
 
 
+def softened_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                dim: int) -> torch.Tensor:
+    """KL(teacher || student) of the softmaxes over ``dim`` at ``temperature``, per element."""
+    log_student = F.log_softmax(student_logits.float() / temperature, dim=dim)
+    log_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=dim)
+    return (log_teacher.exp() * (log_teacher - log_student)).sum(dim=dim)
+
+
 def soft_segmentation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Distillation of pixel class distributions (Hinton et al. 2015): the mean over pixels of
     KL(teacher || student), both softmaxes at ``temperature``, times ``temperature**2`` (so the
@@ -284,10 +292,7 @@ def soft_segmentation_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     if student_logits.shape[0] == 0:
         return student_logits.sum() * 0.0
     t = float(temperature)
-    log_student = F.log_softmax(student_logits.float() / t, dim=1)
-    log_teacher = F.log_softmax(teacher_logits.float() / t, dim=1)
-    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)  # [N, H, W]
-    return kl.mean() * t * t
+    return softened_kl(student_logits, teacher_logits, t, dim=1).mean() * t * t  # mean over [N, H, W]
 
 
 def soft_detection_loss(student_cls: torch.Tensor, student_box: torch.Tensor, teacher_cls: torch.Tensor,
@@ -311,9 +316,7 @@ def soft_detection_loss(student_cls: torch.Tensor, student_box: torch.Tensor, te
     if student_cls.shape[0] == 0:
         return {"loss_soft_cls": zero, "loss_soft_box": zero}
     t = float(temperature)
-    log_student = F.log_softmax(student_cls.float() / t, dim=-1)
-    log_teacher = F.log_softmax(teacher_cls.float() / t, dim=-1)
-    kl = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
+    kl = softened_kl(student_cls, teacher_cls, t, dim=-1)
     confident = F.softmax(teacher_cls.float(), dim=-1)[..., 1:].max(dim=-1).values >= confident_score
     if confident.any():
         box = (student_box.float()[confident] - teacher_box.float()[confident]).abs().sum(dim=-1).mean()

@@ -111,14 +111,15 @@ class Trainer:
             raise ConfigError(f"loss.seg_class_weights has {len(class_weights)} entries but the model has "
                               f"{self.model_config.num_seg_classes} segmentation classes {self.class_names['segmentation']}")
         self.model = build_model(self.model_config, config.trunk_weights).to(self.device)
+        negative_classes = self._negative_classes(config)
         self.loss = MultitaskLoss(self.model_config.tasks, weights=config.loss.weights,
                                   learned_weights=config.loss.learned_weights, box_loss=config.loss.box_loss,
                                   neg_pos_ratio=config.loss.neg_pos_ratio,
                                   seg_class_weights=config.loss.seg_class_weights,
                                   negative_iou=config.loss.negative_iou,
-                                  det_negative_seg_classes=self._negative_classes(config)).to(self.device)
+                                  det_negative_seg_classes=negative_classes).to(self.device)
         self.teachers = Teachers(config.distill, self.class_names, tuple(self.model_config.input_size), self.device,
-                                 self._negative_classes(config)) if config.distill.enabled else None
+                                 negative_classes) if config.distill.enabled else None
         self.student_seconds = 0.0  # time in the student's training steps (teachers apart)
         self.module = TrainingModule(self.model, self.loss).to(self.device)
         self.wrapped: torch.nn.Module = self.module
