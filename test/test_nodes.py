@@ -233,7 +233,8 @@ def test_plain_node_exits_non_zero_on_a_bad_checkpoint_or_device(tmp_path, check
 
 @pytest.mark.parametrize("executable, parameter, value", [
     ("detection_node", "input_transport", "jpeg"), ("multitask_node", "reliability", "sometimes"),
-    ("segmentation_node", "class_id_format", "uuid"), ("overlay_node", "input_transport", "theora")])
+    ("segmentation_node", "class_id_format", "uuid"), ("overlay_node", "input_transport", "theora"),
+    ("overlay_node", "executor", "multi_threaded"), ("detection_node", "executor", "Events")])
 def test_a_parameter_outside_its_choices_fails_configure_naming_it(tmp_path, checkpoints, executable, parameter, value):
     model = {"detection_node": "detection", "multitask_node": "multitask", "segmentation_node": "segmentation"}
     arguments = [f"{parameter}:={value}"] + ([f"checkpoint:={checkpoints[model[executable]]}", "device:=cpu"]
@@ -243,6 +244,20 @@ def test_a_parameter_outside_its_choices_fails_configure_naming_it(tmp_path, che
     assert result.returncode == 1
     assert f"parameter '{parameter}' must be one of" in result.stdout + result.stderr
     assert f"got '{value}'" in result.stdout + result.stderr
+
+
+def test_the_executor_parameter_picks_rclpys_executor_and_events_is_the_default(checkpoints):
+    from mtl_perception.ros.managed_node import make_executor
+
+    # rclpy.experimental.EventsExecutor is a factory; the executor it makes is a class of that name
+    for overrides, expected in (({}, "EventsExecutor"), ({"executor": "events"}, "EventsExecutor"),
+                                ({"executor": "single_threaded"}, "SingleThreadedExecutor")):
+        with in_process_multitask_node(checkpoints["multitask"], configure=False, **overrides) as node:
+            executor = make_executor(node)
+            try:
+                assert type(executor).__name__ == expected
+            finally:
+                executor.shutdown()
 
 
 def torch_cuda_available() -> bool:
@@ -759,8 +774,9 @@ def test_a_lone_or_negative_input_height_or_width_fails_configure(checkpoints, s
 
 # -- overlay_node ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("executor", ["events", "single_threaded"])
 def test_overlay_node_is_a_lifecycle_node_and_pairs_by_stamp_when_frames_are_dropped_or_reordered(
-        ros_node, launch_process):
+        ros_node, launch_process, executor):
     from lifecycle_msgs.msg import Transition
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray, LabelInfo, VisionClass
@@ -772,8 +788,8 @@ def test_overlay_node_is_a_lifecycle_node_and_pairs_by_stamp_when_frames_are_dro
 
     target = "/ov/overlay_node"
     diagnostics = ros_node.collect("/diagnostics", DiagnosticArray, reliable_qos())
-    launch_process(node_command("overlay_node", "managed:=true", "reliability:=reliable") + ["-r", "__ns:=/ov"],
-                   name="overlay")
+    launch_process(node_command("overlay_node", "managed:=true", "reliability:=reliable", f"executor:={executor}")
+                   + ["-r", "__ns:=/ov"], name="overlay")
     assert get_state(ros_node.node, target) == "unconfigured"
 
     def overlay_statuses():
