@@ -67,7 +67,9 @@ def test_report_trains_every_model_per_seed_with_teachers_and_writes_md_json_cur
     expected = [figures[key] for key in ("tree_ap50_voc", "tree_ap50_coco", "tree_map_coco", "building_iou", "seg_miou")]
     assert cells[1:6] == ["–" if value is None else f"{value:.3f}" for value in expected]
     assert "| untrained (same init, 0 steps) |" in markdown and "| detection only, seed 0 |" in markdown
-    assert "Teacher passes:" in markdown
+    taught = [saved["runs"][f"multitask_teachers_seed{s}"] for s in (0, 1)]
+    per_run = sum(r["teacher_s"] for r in taught) / 2
+    assert f"the teachers add {per_run:.0f} s per run" in markdown
     # Published for docs/learning: the same report under the names the docs cite.
     assert (tmp_path / "docs" / "report.md").read_text() == markdown
     assert json.loads((tmp_path / "docs" / "report.json").read_text()) == saved
@@ -91,6 +93,22 @@ def test_a_model_that_does_not_beat_the_shipped_one_is_not_shipped(tmp_path):
     verdict = ship_checkpoints(tmp_path / "checkpoints", tmp_path / "runs", report)
     assert verdict.startswith("kept") and "building IoU (0.300 ± 0.020 vs 0.310)" in verdict
     assert (tmp_path / "checkpoints" / "demo_multitask.pt").read_bytes() == b"shipped"
+
+
+def test_teacher_time_comes_from_the_taught_runs_own_timers():
+    from mtl_perception.training.learn_report import _control_text, teacher_time
+
+    runs = {"multitask_teachers_seed0": {"teacher_s": 100.0, "student_step_s": 300.0},
+            "multitask_teachers_seed1": {"teacher_s": 140.0, "student_step_s": 500.0},
+            "multitask_seed0": {"teacher_s": 0.0, "student_step_s": 1200.0},  # a contended control
+            "multitask_seed1": {"teacher_s": 0.0, "student_step_s": 410.0}}
+    cost = teacher_time(runs, [0, 1])
+    # 240 s of teacher passes in 1040 s of steps; 120 s per run on a 400 s student: +30%
+    assert cost["teacher_s"] == 240.0 and cost["total_s"] == 1040.0
+    assert cost["share"] == pytest.approx(240 / 1040)
+    assert (cost["teacher_per_run_s"], cost["student_per_run_s"]) == (120.0, 400.0)
+    assert cost["extra_share"] == pytest.approx(0.30) and cost["control_step_s"] == [1200.0, 410.0]
+    assert _control_text(cost).startswith("The multitask control's steps took 410-1200 s per run")
 
 
 def test_within_noise_when_the_spreads_cover_the_difference():
