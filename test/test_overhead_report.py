@@ -108,3 +108,30 @@ def test_the_replay_reads_the_stamp_from_the_cdr_bytes_as_deserialising_does(kin
     message.header.frame_id = "camera_optical"
     assert cdr_stamp_ns(serialize_message(message)) == 1_700_000_123 * 10**9 + 987_654_321
     assert cdr_stamp_ns(b"\x00\x07" + bytes(20)) is None  # not plain CDR: the caller deserialises
+
+
+def test_a_restamped_cdr_message_is_the_recorded_one_with_only_the_stamp_changed():
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
+
+    from mtl_perception.replay.replay_messages import cdr_with_stamp
+
+    message = Image(height=2, width=3, encoding="rgb8", step=9, data=bytes(range(18)))
+    message.header.stamp.sec, message.header.stamp.nanosec = 17, 5
+    message.header.frame_id = "cam"
+    raw = serialize_message(message)
+    patched = cdr_with_stamp(raw, 2_000_000_123)
+    assert len(patched) == len(raw) and patched[12:] == raw[12:]
+    back = deserialize_message(patched, Image)
+    assert (back.header.stamp.sec, back.header.stamp.nanosec) == (2, 123)
+    assert (back.header.frame_id, back.height, back.width, bytes(back.data)) == ("cam", 2, 3, bytes(range(18)))
+    with pytest.raises(ValueError, match="not a plain-CDR message"):
+        cdr_with_stamp(b"\x00\x07" + bytes(20), 1)
+
+
+def test_lockstep_passes_cover_the_asked_samples():
+    from mtl_perception.replay.replay_runs import lockstep_passes
+
+    # 14 frames, 60 samples: 5 passes (70); a long bag needs one; 0 asks for one pass
+    assert [lockstep_passes(14, 60), lockstep_passes(60, 60), lockstep_passes(61, 60), lockstep_passes(6, 0),
+            lockstep_passes(0, 60), lockstep_passes(6, 12), lockstep_passes(6, 13)] == [5, 1, 1, 1, 1, 2, 3]

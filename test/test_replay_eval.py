@@ -60,10 +60,17 @@ def test_replay_eval_reports_accuracy_latency_memory_and_size(bag, checkpoints, 
 
     out = tmp_path / graph
     report = run_replay(bag, graph, out, mode=mode, rate=1.0, arguments=_arguments(checkpoints, graph), overlays=2,
-                        frame_timeout=60, fixed_rates=(5.0,), fixed_seconds=1.0)
+                        frame_timeout=60, fixed_rates=(5.0,), fixed_seconds=1.0, lockstep_frames=10)
     assert report["frames"]["published"] == 6
     if mode == "lockstep":
         assert report["complete"] and report["frames"]["answered"] == 6
+        # 10 latency samples of 6 frames: a second pass under fresh stamps; the bare Predictor runs it twice too
+        assert report["lockstep"] == {"passes": 2, "frames": 12}
+        assert len(report["latencies_ms"]) == 12 and np.isfinite(report["latencies_ms"]).all()
+        assert report["overhead"]["frames"] == 12 and report["stages"]["multitask_node"]["frames"] == 12
+        assert "12 frames: 2 lockstep passes over the bag" in (out / "report.md").read_text()
+    else:  # at rate the frames are sent once
+        assert report["lockstep"] == {"passes": 1, "frames": 6}
     assert report["frames"]["answered"] >= 1
     lat = report["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]

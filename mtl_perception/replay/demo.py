@@ -93,12 +93,12 @@ def engine_section(default: dict, baseline: dict, engine: str) -> dict:
 
 def run_demo(out: Path, budget: ComputeBudget, mode: str = "lockstep", rate: float = 1.0, fixed_rates=(10.0, 30.0),
              fixed_seconds: float = 6.0, peak: bool = True, quick: bool = False, engine: str = "auto",
-             engine_baseline: str | None = None) -> dict:
+             engine_baseline: str | None = None, lockstep_frames: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     bag = out / "demo_bag"
     print(f"[demo] building {bag} from deepforest/solaris sample images", flush=True)
     make_demo_bag(bag, force=True)
-    options = dict(QUICK) if quick else {"fixed_seconds": fixed_seconds}
+    options = (dict(QUICK) if quick else {"fixed_seconds": fixed_seconds}) | {"lockstep_frames": lockstep_frames}
     arguments = ({"device": budget.device} if budget.device else {}) | engine_arguments(engine, out)
     table = run_compare(bag, out, mode, rate, arguments=arguments, budget=budget, fixed_rates=fixed_rates, peak=peak,
                         **options)
@@ -106,7 +106,7 @@ def run_demo(out: Path, budget: ComputeBudget, mode: str = "lockstep", rate: flo
         print(f"[demo] multitask graph again, lockstep, engine {engine_baseline}", flush=True)
         baseline_arguments = ({"device": budget.device} if budget.device else {}) | engine_arguments(engine_baseline, out)
         baseline = run_replay(bag, "multitask", out / f"multitask_{engine_baseline}", mode, rate,
-                              arguments=baseline_arguments, budget=budget)
+                              arguments=baseline_arguments, budget=budget, lockstep_frames=lockstep_frames)
         section = engine_section(table["reports"]["multitask"], baseline, engine)
         table["engine_comparison"] = section
         table["markdown"] += "\n" + section["markdown"]
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] full reports: {out / 'multitask' / 'report.md'}, {out / 'naive' / 'report.md'}")
 
     return run_cli(lambda: run_demo(out, budget_from_args(args), args.mode, args.rate, args.fixed_rates,
-                                    args.fixed_seconds, args.peak, args.quick, args.engine, args.engine_baseline), show)
+                                    args.fixed_seconds, args.peak, args.quick, args.engine, args.engine_baseline,
+                                    args.lockstep_frames), show)
 
 
 if __name__ == "__main__":

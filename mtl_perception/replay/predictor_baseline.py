@@ -82,7 +82,8 @@ def measure(spec: dict) -> dict:
 
     ``spec``: ``parameters`` (node → parameters), ``nodes``, ``bag``, ``camera_topic``,
     ``max_frames``, ``color`` (colour the mask: segmentation/color is subscribed), ``overlay``
-    (render the overlay: it is subscribed), ``max_input_pixels``.
+    (render the overlay: it is subscribed), ``max_input_pixels``, ``passes`` (times over the
+    frames, as the replay's lockstep passes; default 1).
 
     Returns:
         ``predictor_ms`` (per frame, Predictor.predict of every node: the ratio's denominator),
@@ -126,7 +127,7 @@ def measure(spec: dict) -> dict:
         return stages
 
     one_frame(messages[0])  # the replay's warm-up frame (the Predictor already ran its construction pass)
-    per_frame = [one_frame(m) for m in messages]
+    per_frame = [one_frame(m) for _ in range(int(spec.get("passes", 1))) for m in messages]
     info = {"predictor_ms": [f["predictor"] for f in per_frame],
             "predictor_p50_ms": latency_summary([f["predictor"] for f in per_frame])["p50"],
             "stages_ms": {s: [f[s] for f in per_frame] for s in STAGES},

@@ -5,7 +5,7 @@
         [--checkpoint P | --segmentation-checkpoint P --detection-checkpoint P] [--device cpu|cuda|cuda:N]
         [--backend auto|torch|onnxruntime] [--precision fp32|int8|...] [--engine-cache-dir DIR]
         [--budget shared|per-network] [--graph-cpus 1] [--cpu-threads 1]
-        [--fixed-rates 10,30] [--fixed-seconds 6] [--peak | --no-peak]
+        [--fixed-rates 10,30] [--fixed-seconds 6] [--peak | --no-peak] [--lockstep-frames 60]
 
 The graph is started through the project CLI's code (:mod:`mtl_perception.graphs.graph`, the
 same YAML as the launch files) under the namespace ``/replay``, within a compute budget
@@ -14,7 +14,10 @@ there is a core to spare). Runs, in order:
 
 1. the accuracy pass: the bag's frames as recorded (raw CDR, stamps kept), in lockstep
    (each frame waits for its outputs) or at the recorded rate × ``--rate``; accuracy
-   against the bag's ground truth, end-to-end latency (send → last output), drops;
+   against the bag's ground truth, end-to-end latency (send → last output), drops; in
+   lockstep, more passes over the same frames under fresh stamps until the latency has
+   ``--lockstep-frames`` samples (a short bag's p50 moves too much from run to run); the bare
+   Predictor baseline runs as many passes;
 2. fixed-rate streams (``--fixed-rates``, fresh stamps): latency p50/p90/p99, jitter,
    frames with every output next to per-output counts, drops, CPU and RSS per process;
 3. the peak-throughput search (``--peak``, :mod:`mtl_perception.replay.throughput`);
@@ -57,11 +60,13 @@ from mtl_perception.replay.process_sampler import ProcessSampler
 from mtl_perception.replay.replay_messages import REQUIRED_TOPICS
 from mtl_perception.replay.replay_node import ReplayNode
 from mtl_perception.replay.replay_report import build_report, combine_baselines, replay_markdown, write_report
-from mtl_perception.replay.replay_runs import (ReplayError, capture_overlays, check_alive, fixed_rate_run, peak_throughput,
-                                            run_bag_rate, run_lockstep, run_outcome, settle, wait_until_ready)
+from mtl_perception.replay.replay_runs import (ReplayError, capture_overlays, check_alive, fixed_rate_run, lockstep_passes,
+                                            peak_throughput, run_bag_rate, run_lockstep, run_lockstep_passes,
+                                            run_outcome, settle, wait_until_ready)
 
 NAMESPACE = "replay"
 DEFAULT_FIXED_RATES = (10.0, 30.0)
+DEFAULT_LOCKSTEP_FRAMES = 60  # lockstep latency samples of the CLIs (more passes over a short bag)
 __all__ = ["ReplayError", "run_replay", "run_cli", "main"]
 
 
@@ -74,7 +79,7 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
                frame_timeout: float = 60.0, startup_timeout: float = 180.0, overlays: int = 3,
                camera_topic: str | None = None, record: bool = True,
                localhost: bool = True, budget: ComputeBudget | None = None, fixed_rates=(), fixed_seconds: float = 6.0,
-               peak: bool = False, peak_options: dict | None = None) -> dict:
+               peak: bool = False, peak_options: dict | None = None, lockstep_frames: int = 0) -> dict:
     """Replay ``bag_path`` through ``graph`` within ``budget``; writes the report into ``out_dir`` and returns it.
 
     Args:
@@ -86,6 +91,8 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         fixed_rates: Hz of the fixed-rate streams, each ``fixed_seconds`` long.
         peak: search the peak throughput; ``peak_options`` go to
             :func:`~mtl_perception.replay.replay_runs.peak_throughput` (trial_seconds, min_frames, steps).
+        lockstep_frames: in lockstep, repeat the frames (fresh stamps) until the latency, the
+            stages and the bare Predictor have at least this many samples (0: one pass).
 
     Raises:
         BagError: the bag is missing, empty, corrupt or lacks the camera topic.
@@ -98,6 +105,8 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
         raise ValueError(f"mode must be lockstep or rate, got {mode!r}")
     if rate <= 0 or any(r <= 0 for r in fixed_rates):
         raise ValueError("rates must be positive")
+    if lockstep_frames < 0:
+        raise ValueError(f"lockstep_frames must be >= 0, got {lockstep_frames}")
     out_dir = Path(out_dir)
     arguments = dict(arguments or {})
     budget = budget or plan_budget("shared", arguments.get("device"))
@@ -126,14 +135,15 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
 
         torch.cuda.set_device(budget.gpu_index)
     topics = list(REQUIRED_TOPICS)
-    spec = {"parameters": {n: parameters[n] for n in nodes}, "nodes": nodes, "bag": str(bag_path),
+    passes = lockstep_passes(len(frames), lockstep_frames) if mode == "lockstep" else 1
+    spec = {"passes": passes, "parameters": {n: parameters[n] for n in nodes}, "nodes": nodes, "bag": str(bag_path),
             "camera_topic": camera_topic, "max_frames": max_frames, "color": "segmentation/color" in topics,
             "overlay": "overlay" in topics, "max_input_pixels": parameters[nodes[0]].get("max_input_pixels")}
     baseline_env = budget.environment(graph_environment())
 
     def bare_predictor(when: str) -> dict:
         cpus = format_cpu_list(budget.graph_cpus) if budget.graph_cpus else "all"
-        print(f"[replay] {graph}: the bare Predictor on the {len(frames)} frames {when} the graph (fresh process, "
+        print(f"[replay] {graph}: the bare Predictor on the {len(frames)} frames x {passes} {when} the graph (fresh process, "
               f"CPU {cpus})", flush=True)
         return run_baseline_process(spec, out_dir / "baseline", when, budget.graph_cpus, baseline_env)
 
@@ -157,7 +167,7 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
                              spec["parameters"])
             baseline = baselines["before"]
             results = _measure(replay, graph, nodes, frames, messages, topics, mode, rate, frame_timeout, sampler,
-                               fixed_rates, fixed_seconds, peak, peak_options or {}, baseline, alive, warnings)
+                               fixed_rates, fixed_seconds, peak, peak_options or {}, baseline, alive, warnings, passes)
             results["processes"] = sampler.placement()
             spread = sorted({round(i) for i in np.linspace(0, len(frames) - 1, overlays)}) if overlays else []
             replay.keep_raw = True
@@ -180,7 +190,7 @@ def run_replay(bag_path: str | Path, graph: str, out_dir: str | Path, mode: str 
 
 
 def _measure(replay: ReplayNode, graph, nodes, frames, messages, topics, mode, rate, frame_timeout, sampler,
-             fixed_rates, fixed_seconds, peak, peak_options, baseline, alive, warnings) -> dict:
+             fixed_rates, fixed_seconds, peak, peak_options, baseline, alive, warnings, passes: int = 1) -> dict:
     """The measuring runs (see the module doc); returns their figures."""
     print(f"[replay] {graph}: replaying {len(frames)} frames ({mode})", flush=True)
     before = replay.counter_snapshot()
@@ -191,6 +201,15 @@ def _measure(replay: ReplayNode, graph, nodes, frames, messages, topics, mode, r
         settle(replay, published, nodes, before, 3.0, frame_timeout, alive)
     main_run = run_outcome(replay, published, topics, nodes, before, replay.counter_snapshot())
     main_run["resent"] = resent
+    timing = {"passes": 1, "published": published, "latency_ms": main_run["latency_ms"],
+              "latencies_ms": main_run["latencies_ms"]}
+    if passes > 1:  # more latency samples of the same frames; the accuracy pass stays as it was
+        print(f"[replay] {graph}: {passes - 1} more lockstep passes for the latency", flush=True)
+        more, _ = run_lockstep_passes(replay, frames, passes - 1, topics, frame_timeout, alive, warnings)
+        pooled = {**published, **more}
+        outcome = run_outcome(replay, pooled, topics, nodes, before, replay.counter_snapshot())
+        timing = {"passes": passes, "published": pooled, "latency_ms": outcome["latency_ms"],
+                  "latencies_ms": outcome["latencies_ms"]}
     estimate = main_run["latency_ms"]["p50"]
     if not np.isfinite(estimate):
         estimate = baseline["predictor_p50_ms"]
@@ -204,7 +223,8 @@ def _measure(replay: ReplayNode, graph, nodes, frames, messages, topics, mode, r
     if peak:
         print(f"[replay] {graph}: searching the peak throughput", flush=True)
         search = peak_throughput(replay, messages, topics, nodes, 1e3 / estimate, quiet_s, alive, **peak_options).as_dict()
-    return {"main": main_run, "published": published, "fixed_rate": fixed, "peak_throughput": search}
+    return {"main": main_run, "published": published, "lockstep": timing, "fixed_rate": fixed,
+            "peak_throughput": search}
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -244,13 +264,17 @@ def add_perf_arguments(parser: argparse.ArgumentParser, peak_default: bool) -> N
     parser.add_argument("--fixed-seconds", type=float, default=6.0, help="length of each fixed-rate run")
     parser.add_argument("--peak", action=argparse.BooleanOptionalAction, default=peak_default,
                         help="search the peak throughput (binary search of the publish rate)")
+    parser.add_argument("--lockstep-frames", type=int, default=DEFAULT_LOCKSTEP_FRAMES,
+                        help="lockstep: repeat the bag's frames (fresh stamps) until the latency has this many "
+                             f"samples; 0 = one pass (default {DEFAULT_LOCKSTEP_FRAMES})")
 
 
 def replay_options(args) -> dict:
     """run_replay keyword arguments from parsed :func:`add_graph_arguments` options."""
     return {"max_frames": args.max_frames, "frame_timeout": args.frame_timeout, "startup_timeout": args.startup_timeout,
             "overlays": args.overlays, "camera_topic": args.camera_topic, "localhost": args.transport == "localhost",
-            "fixed_rates": args.fixed_rates, "fixed_seconds": args.fixed_seconds, "peak": args.peak}
+            "fixed_rates": args.fixed_rates, "fixed_seconds": args.fixed_seconds, "peak": args.peak,
+            "lockstep_frames": args.lockstep_frames}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,20 @@ def cdr_stamp_ns(rawdata: bytes) -> int | None:
     return sec * 1_000_000_000 + nanosec
 
 
+def cdr_with_stamp(rawdata: bytes, stamp: int) -> bytes:
+    """The serialised message ``rawdata`` (first field std_msgs/Header, plain CDR, see
+    :func:`cdr_stamp_ns`) with its header stamp set to ``stamp`` ns, the rest byte for byte.
+
+    Raises:
+        ValueError: ``rawdata`` is not plain CDR.
+    """
+    if cdr_stamp_ns(rawdata) is None:
+        raise ValueError("not a plain-CDR message with a header: cannot set its stamp")
+    patched = bytearray(rawdata)
+    struct.pack_into("<iI" if rawdata[1] == 1 else ">iI", patched, 4, *divmod(int(stamp), 1_000_000_000))
+    return bytes(patched)
+
+
 def deserialize(rawdata: bytes, message_type):
     """CDR bytes → rclpy message of ``message_type``."""
     from rclpy.serialization import deserialize_message

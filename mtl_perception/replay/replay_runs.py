@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_perception.evaluation.report import latency_summary
+from mtl_perception.replay.replay_messages import cdr_with_stamp
 from mtl_perception.replay.replay_node import ReplayNode
 from mtl_perception.replay.throughput import PeakSearch, RateTrial, events_per_second, search_peak_rate
 
@@ -58,16 +59,40 @@ def run_lockstep(replay: ReplayNode, frames, topics, frame_timeout: float, alive
     Should a frame be lost on the wire (best-effort QoS) it is resent (same stamp) every
     RESEND_S; latency counts from the first send. Returns (sent, resends).
     """
+    return _lockstep(replay, [(frame.stamp_ns, frame.rawdata) for frame in frames], topics, frame_timeout, alive,
+                     warnings)
+
+
+def lockstep_passes(frames: int, samples: int) -> int:
+    """Lockstep passes over ``frames`` frames that give at least ``samples`` latency samples (>= 1)."""
+    return max(1, math.ceil(samples / frames)) if frames else 1
+
+
+def run_lockstep_passes(replay: ReplayNode, frames, passes: int, topics, frame_timeout: float, alive,
+                        warnings: list[str]) -> tuple[dict, int]:
+    """``passes`` more lockstep passes over the recorded frames, each frame under a fresh stamp
+    (:meth:`ReplayNode.new_stamp`) and otherwise the recorded bytes: more latency samples of the
+    same frames, apart from the accuracy pass. Returns (sent, resends)."""
+    sends = []
+    for _ in range(passes):
+        for frame in frames:
+            stamp = replay.new_stamp()
+            sends.append((stamp, cdr_with_stamp(frame.rawdata, stamp)))
+    return _lockstep(replay, sends, topics, frame_timeout, alive, warnings)
+
+
+def _lockstep(replay: ReplayNode, sends: list[tuple[int, bytes]], topics, frame_timeout: float, alive,
+              warnings: list[str]) -> tuple[dict, int]:
     published: dict[int, float] = {}
     resent = 0
-    for frame in frames:
+    for stamp, rawdata in sends:
         deadline = time.monotonic() + frame_timeout
-        published[frame.stamp_ns] = replay.publish_raw(frame.rawdata)
-        while not replay.wait_answered(frame.stamp_ns, topics, min(RESEND_S, deadline - time.monotonic()), alive):
+        published[stamp] = replay.publish_raw(rawdata)
+        while not replay.wait_answered(stamp, topics, min(RESEND_S, deadline - time.monotonic()), alive):
             if time.monotonic() >= deadline:
-                warnings.append(f"frame {frame.stamp_ns} ns got no complete output within {frame_timeout} s")
+                warnings.append(f"frame {stamp} ns got no complete output within {frame_timeout} s")
                 break
-            replay.publish_raw(frame.rawdata)
+            replay.publish_raw(rawdata)
             resent += 1
     time.sleep(0.3)  # the last frame's stats
     return published, resent
