@@ -73,15 +73,16 @@ def run_lockstep_passes(replay: ReplayNode, frames, passes: int, topics, frame_t
     """``passes`` more lockstep passes over the recorded frames, each frame under a fresh stamp
     (:meth:`ReplayNode.new_stamp`) and otherwise the recorded bytes: more latency samples of the
     same frames, apart from the accuracy pass. Returns (sent, resends)."""
-    sends = []
-    for _ in range(passes):
-        for frame in frames:
-            stamp = replay.new_stamp()
-            sends.append((stamp, cdr_with_stamp(frame.rawdata, stamp)))
-    return _lockstep(replay, sends, topics, frame_timeout, alive, warnings)
+    def sends():  # one restamped copy at a time, made before its send time is taken
+        for _ in range(passes):
+            for frame in frames:
+                stamp = replay.new_stamp()
+                yield stamp, cdr_with_stamp(frame.rawdata, stamp)
+
+    return _lockstep(replay, sends(), topics, frame_timeout, alive, warnings)
 
 
-def _lockstep(replay: ReplayNode, sends: list[tuple[int, bytes]], topics, frame_timeout: float, alive,
+def _lockstep(replay: ReplayNode, sends, topics, frame_timeout: float, alive,
               warnings: list[str]) -> tuple[dict, int]:
     published: dict[int, float] = {}
     resent = 0
