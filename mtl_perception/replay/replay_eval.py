@@ -201,15 +201,14 @@ def _measure(replay: ReplayNode, graph, nodes, frames, messages, topics, mode, r
         settle(replay, published, nodes, before, 3.0, frame_timeout, alive)
     main_run = run_outcome(replay, published, topics, nodes, before, replay.counter_snapshot())
     main_run["resent"] = resent
-    timing = {"passes": 1, "published": published, "latency_ms": main_run["latency_ms"],
-              "latencies_ms": main_run["latencies_ms"]}
+    timed, pooled = main_run, published
     if passes > 1:  # more latency samples of the same frames; the accuracy pass stays as it was
         print(f"[replay] {graph}: {passes - 1} more lockstep passes for the latency", flush=True)
         more, _ = run_lockstep_passes(replay, frames, passes - 1, topics, frame_timeout, alive, warnings)
         pooled = {**published, **more}
-        outcome = run_outcome(replay, pooled, topics, nodes, before, replay.counter_snapshot())
-        timing = {"passes": passes, "published": pooled, "latency_ms": outcome["latency_ms"],
-                  "latencies_ms": outcome["latencies_ms"]}
+        timed = run_outcome(replay, pooled, topics, nodes, before, replay.counter_snapshot())
+    timing = {"passes": passes, "published": pooled, "latency_ms": timed["latency_ms"],
+              "latencies_ms": timed["latencies_ms"]}
     estimate = main_run["latency_ms"]["p50"]
     if not np.isfinite(estimate):
         estimate = baseline["predictor_p50_ms"]

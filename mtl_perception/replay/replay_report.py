@@ -220,8 +220,7 @@ def build_report(graph, bag_path, mode, rate, budget, results, replay, rss, node
     main_run, published = results["main"], results["published"]
     stamps = set(published)
     # latency, stages and node timings from every lockstep pass; accuracy from the first
-    timing = results.get("lockstep") or {"passes": 1, "published": published, "latency_ms": main_run["latency_ms"],
-                                         "latencies_ms": main_run["latencies_ms"]}
+    timing = results["lockstep"]
     node_stats = node_statistics(replay.stats, set(timing["published"]))
     sizes = {}
     for node in nodes:

@@ -51,13 +51,25 @@ class ManagedNode(LifecycleNode):
             description=f"{description} One of: {', '.join(choices)}.", read_only=read_only,
             additional_constraints=f"one of {list(choices)}"))
 
+    def choice(self, name: str) -> str:
+        """The value of the :meth:`declare_choice` parameter ``name``.
+
+        Raises:
+            ValueError: naming the parameter, its choices and the value, when it holds another.
+        """
+        value, choices = self.get_parameter(name).value, self._choices[name]
+        if value not in choices:
+            raise ValueError(f"parameter '{name}' must be one of {list(choices)}, got {value!r}")
+        return value
+
     def check_choices(self) -> bool:
         """True when every :meth:`declare_choice` parameter holds one of its choices; otherwise
         log which one does not (for ``on_configure`` to fail with)."""
-        for name, choices in self._choices.items():
-            value = self.get_parameter(name).value
-            if value not in choices:
-                self.get_logger().error(f"parameter '{name}' must be one of {list(choices)}, got {value!r}")
+        for name in self._choices:
+            try:
+                self.choice(name)
+            except ValueError as error:
+                self.get_logger().error(str(error))
                 return False
         return True
 
@@ -88,15 +100,9 @@ class ManagedNode(LifecycleNode):
 
 
 def make_executor(node: ManagedNode) -> Executor:
-    """The executor the node's ``executor`` parameter names.
-
-    Raises:
-        ValueError: naming the parameter, its value and the choices, for any other value.
-    """
-    name = node.get_parameter("executor").value
-    if name not in EXECUTORS:
-        raise ValueError(f"parameter 'executor' must be one of {list(EXECUTORS)}, got {name!r}")
-    return EXECUTORS[name](context=node.context)
+    """The executor the node's ``executor`` parameter names (ValueError for another value, see
+    :meth:`ManagedNode.choice`)."""
+    return EXECUTORS[node.choice("executor")](context=node.context)
 
 
 def run_node(node_class, args: list[str] | None = None) -> int:
